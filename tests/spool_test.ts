@@ -1,0 +1,273 @@
+import assert from "node:assert/strict";
+import { Spool, type SpoolEntry, utf8Length } from "../src/spool.ts";
+
+const TOPIC = "a/b827eb2bb2a9/u/data";
+
+function entry(records: string[], deadLetters: string[] = [], receivedAt = 1000): SpoolEntry {
+  return { records, deadLetters, receivedAt, topic: TOPIC };
+}
+
+function texts(spool: Spool, sink: string, limit = 100): string[] {
+  return spool.read(sink, limit).map((record) => record.text);
+}
+
+async function withSpool(
+  sinks: string[],
+  test: (spool: Spool, path: string) => void | Promise<void>,
+  maxBytes = 1_000_000,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "spool_test_" });
+  const path = `${dir}/spool.db`;
+  const spool = Spool.open({ path, sinks, maxBytes });
+  try {
+    await test(spool, path);
+  } finally {
+    spool.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("read returns records oldest first with their receipt time and topic", async () => {
+  await withSpool(["stdout"], (spool) => {
+    spool.append([entry(['{"n":1}', '{"n":2}'], [], 1111), entry(['{"n":3}'], [], 2222)]);
+    assert.deepEqual(spool.read("stdout", 10), [
+      { id: 1, text: '{"n":1}', receivedAt: 1111, topic: TOPIC },
+      { id: 2, text: '{"n":2}', receivedAt: 1111, topic: TOPIC },
+      { id: 3, text: '{"n":3}', receivedAt: 2222, topic: TOPIC },
+    ]);
+    assert.deepEqual(texts(spool, "stdout", 2), ['{"n":1}', '{"n":2}']);
+  });
+});
+
+Deno.test("two sinks read at their own pace and rows go once both have them", async () => {
+  await withSpool(["fast", "slow"], (spool) => {
+    spool.append([entry(['{"n":1}', '{"n":2}', '{"n":3}'])]);
+    const bytesBefore = spool.bytes;
+
+    spool.acknowledge("fast", 3);
+    assert.deepEqual(texts(spool, "fast"), []);
+    assert.deepEqual(texts(spool, "slow"), ['{"n":1}', '{"n":2}', '{"n":3}']);
+    assert.equal(spool.pending("fast"), 0);
+    assert.equal(spool.pending("slow"), 3);
+    assert.equal(spool.bytes, bytesBefore, "nothing is pruned while a sink still needs it");
+
+    spool.acknowledge("slow", 2);
+    assert.deepEqual(texts(spool, "slow"), ['{"n":3}']);
+    assert.equal(spool.bytes, utf8Length('{"n":3}') + utf8Length(TOPIC));
+
+    spool.acknowledge("slow", 3);
+    assert.equal(spool.bytes, 0);
+  });
+});
+
+Deno.test("acknowledging an id the spool never handed out is an error", async () => {
+  await withSpool(["stdout"], (spool) => {
+    spool.append([entry(['{"n":1}'])]);
+    assert.throws(() => spool.acknowledge("stdout", 5), /last record is 1/);
+    assert.throws(() => spool.read("nope", 1), /no cursor for sink "nope"/);
+  });
+});
+
+Deno.test("bytes counts records with their topic plus dead letters, and full follows maxBytes", async () => {
+  const record = '{"v":"µ"}';
+  const recordBytes = utf8Length(record) + utf8Length(TOPIC);
+  await withSpool(["stdout"], (spool) => {
+    assert.equal(spool.full, false);
+    spool.append([entry([record], ['{"reason":"x"}'])]);
+    assert.equal(spool.bytes, recordBytes + 14);
+    assert.equal(spool.full, false);
+    spool.append([entry([record])]);
+    assert.equal(spool.full, true);
+
+    spool.acknowledge("stdout", 2);
+    assert.equal(spool.bytes, 14);
+    spool.removeDeadLetters(spool.readDeadLetters(10)[0].id);
+    assert.equal(spool.bytes, 0);
+    assert.equal(spool.full, false);
+  }, recordBytes * 2 + 14);
+});
+
+Deno.test("utf8Length matches TextEncoder for ASCII, 2-, 3-, 4-byte and lone surrogates", () => {
+  for (const text of ["", "abc", "µ", "€", "😀", "a😀b", "\ud800", "\udc00x", "x\ud800"]) {
+    assert.equal(utf8Length(text), new TextEncoder().encode(text).length, JSON.stringify(text));
+  }
+});
+
+Deno.test("reopening keeps undelivered records, cursors, dead letters and bytes", async () => {
+  await withSpool(["a", "b"], (spool, path) => {
+    spool.append([entry(['{"n":1}', '{"n":2}'], ['{"dl":1}'])]);
+    spool.acknowledge("a", 2);
+    spool.acknowledge("b", 1);
+    const bytes = spool.bytes;
+    spool.close();
+
+    const reopened = Spool.open({ path, sinks: ["a", "b"], maxBytes: 1_000_000 });
+    try {
+      assert.deepEqual(texts(reopened, "a"), []);
+      assert.deepEqual(texts(reopened, "b"), ['{"n":2}']);
+      assert.deepEqual(reopened.readDeadLetters(10), [{ id: 1, line: '{"dl":1}' }]);
+      assert.equal(reopened.bytes, bytes);
+      reopened.append([entry(['{"n":3}'])]);
+      assert.equal(reopened.read("a", 10)[0].id, 3, "ids keep increasing across restarts");
+    } finally {
+      reopened.close();
+    }
+  });
+});
+
+Deno.test("ids are never reused after every record was delivered and removed", async () => {
+  await withSpool(["stdout"], (spool, path) => {
+    spool.append([entry(['{"n":1}', '{"n":2}'])]);
+    spool.acknowledge("stdout", 2);
+    spool.close();
+    const reopened = Spool.open({ path, sinks: ["stdout"], maxBytes: 1_000_000 });
+    try {
+      reopened.append([entry(['{"n":3}'])]);
+      assert.deepEqual(reopened.read("stdout", 10).map((record) => record.id), [3]);
+    } finally {
+      reopened.close();
+    }
+  });
+});
+
+Deno.test("a new sink starts at the oldest pending record", async () => {
+  await withSpool(["a", "b"], (spool, path) => {
+    spool.append([entry(['{"n":1}', '{"n":2}', '{"n":3}'])]);
+    spool.acknowledge("a", 3);
+    spool.acknowledge("b", 1);
+    spool.close();
+
+    const reopened = Spool.open({ path, sinks: ["a", "b", "c"], maxBytes: 1_000_000 });
+    try {
+      assert.deepEqual(texts(reopened, "c"), ['{"n":2}', '{"n":3}']);
+      assert.equal(reopened.pending("c"), 2);
+    } finally {
+      reopened.close();
+    }
+  });
+});
+
+Deno.test("a new sink on an empty spool starts after the last record ever appended", async () => {
+  await withSpool(["a"], (spool, path) => {
+    spool.append([entry(['{"n":1}'])]);
+    spool.acknowledge("a", 1);
+    spool.close();
+
+    const reopened = Spool.open({ path, sinks: ["a", "b"], maxBytes: 1_000_000 });
+    try {
+      assert.equal(reopened.pending("b"), 0);
+      reopened.append([entry(['{"n":2}'])]);
+      assert.deepEqual(texts(reopened, "b"), ['{"n":2}']);
+    } finally {
+      reopened.close();
+    }
+  });
+});
+
+Deno.test("the cursor of a sink no longer configured is dropped and its backlog pruned", async () => {
+  await withSpool(["a", "gone"], (spool, path) => {
+    spool.append([entry(['{"n":1}', '{"n":2}'])]);
+    spool.acknowledge("a", 2);
+    spool.close();
+
+    const reopened = Spool.open({ path, sinks: ["a"], maxBytes: 1_000_000 });
+    try {
+      assert.deepEqual(reopened.sinks, ["a"]);
+      assert.equal(reopened.bytes, 0);
+      assert.throws(() => reopened.pending("gone"), /no cursor for sink "gone"/);
+    } finally {
+      reopened.close();
+    }
+  });
+});
+
+Deno.test("acknowledge with dead letters commits both together", async () => {
+  await withSpool(["webhook"], (spool) => {
+    spool.append([entry(['{"n":1}'])]);
+    spool.acknowledge("webhook", 1, { deadLetters: ['{"reason":"refused"}'] });
+    assert.equal(spool.pending("webhook"), 0);
+    assert.deepEqual(spool.readDeadLetters(10).map((letter) => letter.line), [
+      '{"reason":"refused"}',
+    ]);
+    assert.equal(spool.bytes, utf8Length('{"reason":"refused"}'));
+  });
+});
+
+Deno.test("dead letters read oldest first and are removed up to an id", async () => {
+  await withSpool(["stdout"], (spool) => {
+    spool.append([entry([], ['{"d":1}', '{"d":2}'])]);
+    spool.appendDeadLetters(['{"d":3}']);
+    assert.deepEqual(spool.readDeadLetters(2), [{ id: 1, line: '{"d":1}' }, {
+      id: 2,
+      line: '{"d":2}',
+    }]);
+    spool.removeDeadLetters(2);
+    assert.deepEqual(spool.readDeadLetters(10), [{ id: 3, line: '{"d":3}' }]);
+  });
+});
+
+Deno.test("append is one transaction: a failure leaves nothing behind", async () => {
+  await withSpool(["stdout"], (spool) => {
+    const bad = {
+      records: ['{"n":1}', null as unknown as string],
+      deadLetters: [],
+      receivedAt: 1,
+      topic: TOPIC,
+    };
+    assert.throws(() => spool.append([entry(['{"n":0}']), bad]));
+    assert.equal(spool.pending("stdout"), 0);
+    assert.equal(spool.bytes, 0);
+    spool.append([entry(['{"n":2}'])]);
+    assert.deepEqual(spool.read("stdout", 10).map((record) => record.id), [1]);
+  });
+});
+
+Deno.test("changed() wakes on append, acknowledge and removal", async () => {
+  await withSpool(["stdout"], async (spool) => {
+    let woken = spool.changed();
+    spool.append([entry(['{"n":1}'], ['{"d":1}'])]);
+    await woken;
+    woken = spool.changed();
+    spool.acknowledge("stdout", 1);
+    await woken;
+    woken = spool.changed();
+    spool.removeDeadLetters(1);
+    await woken;
+  });
+});
+
+Deno.test("changed() resolves when its signal aborts or the spool closes", async () => {
+  await withSpool(["stdout"], async (spool) => {
+    const controller = new AbortController();
+    const woken = spool.changed(controller.signal);
+    controller.abort();
+    await woken;
+    await spool.changed(controller.signal); // already aborted: resolves at once
+    const onClose = spool.changed();
+    spool.close();
+    await onClose;
+  });
+});
+
+Deno.test("open names the path when the database cannot be opened", () => {
+  assert.throws(
+    () => Spool.open({ path: "/nonexistent-dir/spool.db", sinks: ["stdout"], maxBytes: 1 }),
+    /Cannot open the spool database \/nonexistent-dir\/spool\.db: .*folder exists/,
+  );
+});
+
+Deno.test("a second spool on the same file is refused while the first is open", async () => {
+  await withSpool(["stdout"], (_spool, path) => {
+    assert.throws(
+      () => Spool.open({ path, sinks: ["stdout"], maxBytes: 1 }),
+      /Cannot open the spool database .*locked.*same DATA_DIR/,
+    );
+  });
+});
+
+Deno.test("open refuses an empty sink list", () => {
+  assert.throws(
+    () => Spool.open({ path: "/tmp/never.db", sinks: [], maxBytes: 1 }),
+    /without sinks/,
+  );
+});
