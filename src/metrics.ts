@@ -212,7 +212,12 @@ export function createWorkerMetrics(registry: Metrics = new Metrics()) {
     ),
     rejected: registry.counter(
       "gridrelay_rejected_total",
-      "Payloads, readings and records rejected, by reason; each one is in the dead letters unless the reason is missing_vid_dropped.",
+      "Payloads, readings and records rejected, by reason; each one is in the dead letters.",
+      "reason",
+    ),
+    dropped: registry.counter(
+      "gridrelay_dropped_total",
+      "Readings dropped on purpose, by reason (MISSING_VID=drop); not dead-lettered.",
       "reason",
     ),
     sinkErrors: registry.counter(

@@ -1,0 +1,447 @@
+/**
+ * The MQTT session: connect, subscribe, hand each message over, and
+ * acknowledge it only once the handler says it is durable. Reconnects with
+ * exponential back-off and jitter, and keeps the broker-side session alive so
+ * nothing published while the worker is away is lost.
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import mqtt from "mqtt";
+import type { IClientOptions, MqttClient, Packet } from "mqtt";
+import { maskUrl } from "./config.ts";
+import type { WorkerMetrics } from "./metrics.ts";
+import type { Message } from "./record.ts";
+import { backoffDelay } from "./retry.ts";
+
+/** Everything the connector needs to know; file contents are already read. */
+export interface ConnectorOptions {
+  readonly url: string;
+  readonly topics: readonly string[];
+  readonly clientId: string;
+  readonly username?: string;
+  readonly password?: string;
+  /** PEM text of the CA(s) to trust instead of the system roots. */
+  readonly ca?: string;
+  /** PEM text of the client certificate and key, for mutual TLS. */
+  readonly cert?: string;
+  readonly key?: string;
+  readonly qos: 0 | 1 | 2;
+  readonly protocolVersion: 4 | 5;
+  readonly cleanSession: boolean;
+  readonly shareGroup?: string;
+  /** Attempts at start-up before giving up; `0` retries forever. */
+  readonly connectAttempts: number;
+  readonly reconnectMinMs: number;
+  readonly reconnectMaxMs: number;
+  readonly keepaliveSeconds: number;
+  /** MQTT 5 only: how many unacknowledged QoS 1/2 messages the broker may send at once. */
+  readonly receiveMaximum?: number;
+  readonly metrics: WorkerMetrics;
+}
+
+/**
+ * Takes one message and resolves once its records (or its rejection) are
+ * durable; only then is the message acknowledged to the broker. It should not
+ * reject; a rejection leaves the message unacknowledged until the next session.
+ */
+export type MessageHandler = (message: Message) => Promise<void>;
+
+/** Why the worker could not connect at start-up; the worker exits with code 3. */
+export class ConnectError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ConnectError";
+  }
+}
+
+/** A broker closing healthy connections this often means another client has our id. */
+const TAKEOVER_WINDOW_MS = 5 * 60_000;
+const TAKEOVER_THRESHOLD = 3;
+/** A connection that lived this long resets the back-off. */
+const STABLE_CONNECTION_MS = 10_000;
+/** MQTT 5 reason code "Session taken over". */
+const SESSION_TAKEN_OVER = 142;
+
+type SendPacket = (
+  packet: Packet,
+  cb?: () => void,
+  cbStorePut?: unknown,
+  noStore?: boolean,
+) => void;
+
+/**
+ * One MQTT session. Construct, `start()`, and `stop()` on shutdown.
+ *
+ * @example
+ * ```ts
+ * const connector = new Connector(options, async (message) => {
+ *   await spoolIt(message); // resolves when durable
+ * });
+ * await connector.start(); // connected and subscribed, or throws ConnectError
+ * // …
+ * await connector.stop(AbortSignal.timeout(10_000));
+ * ```
+ */
+export class Connector {
+  readonly #options: ConnectorOptions;
+  readonly #handler: MessageHandler;
+  readonly #log = getLogger(["gridrelay", "connector"]);
+  #client?: MqttClient;
+  /** Bumped on every CONNACK: acknowledgements of an older connection are never sent. */
+  #generation = 0;
+  /** Per packet id of the current connection: resolves when the message may be acknowledged. */
+  readonly #acks = new Map<number, Promise<boolean>>();
+  readonly #inFlight = new Set<Promise<unknown>>();
+  #accepting = true;
+  #stopping = false;
+  #subscribedOnce = false;
+  #ready = false;
+  #attempt = 0;
+  #connectedAt = 0;
+  #reconnectTimer?: ReturnType<typeof setTimeout>;
+  #brokerCloses: number[] = [];
+  #lastError?: Error;
+  #started?: { resolve: () => void; reject: (error: Error) => void };
+
+  constructor(options: ConnectorOptions, handler: MessageHandler) {
+    this.#options = options;
+    this.#handler = handler;
+  }
+
+  /** True while connected and subscribed (what `/readyz` reports). */
+  get ready(): boolean {
+    return this.#ready;
+  }
+
+  /**
+   * Connects and subscribes. Resolves once subscribed; rejects with a
+   * {@linkcode ConnectError} when the broker refuses the credentials or the
+   * certificate, or when `connectAttempts` attempts have failed.
+   */
+  start(): Promise<void> {
+    const client = mqtt.connect(this.#options.url, this.#clientOptions());
+    this.#client = client;
+    this.#interceptAcknowledgements(client);
+    this.#watchStreamErrors(client);
+    client.handleMessage = (packet, callback) => {
+      // QoS 1 and 2 were handed over in customHandleAcks; QoS 0 has no acknowledgement.
+      if (packet.qos === 0) this.#accept(packet.topic, packet.payload as Uint8Array);
+      callback();
+    };
+    client.on("connect", (connack) => this.#onConnect(connack.sessionPresent));
+    client.on("close", () => this.#onClose());
+    client.on("error", (error) => this.#onError(error));
+    client.on("disconnect", (packet) => {
+      if (packet.reasonCode === SESSION_TAKEN_OVER) this.#reportTakeover(true);
+    });
+    const started = new Promise<void>((resolve, reject) => {
+      this.#started = { resolve, reject };
+    });
+    this.#log.info("Connecting to {url} as client id {clientId}", {
+      url: maskUrl(this.#options.url),
+      clientId: this.#options.clientId,
+    });
+    client.connect();
+    return started;
+  }
+
+  /**
+   * Stops taking messages, waits (until `deadline` aborts) for the ones in
+   * flight to become durable and be acknowledged, then disconnects cleanly.
+   * Messages that arrive meanwhile are not acknowledged: the broker keeps them
+   * for the next session.
+   */
+  async stop(deadline?: AbortSignal): Promise<void> {
+    this.#accepting = false;
+    this.#stopping = true;
+    clearTimeout(this.#reconnectTimer);
+    const client = this.#client;
+    if (!client) return;
+    if (this.#inFlight.size > 0) {
+      const aborted = new Promise<void>((resolve) => {
+        if (deadline?.aborted) resolve();
+        deadline?.addEventListener("abort", () => resolve(), { once: true });
+      });
+      await Promise.race([Promise.allSettled([...this.#inFlight]), aborted]);
+    }
+    // Let the acknowledgements queued by the settled promises reach the socket first.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    this.#setReady(false);
+    await new Promise<void>((resolve) => {
+      client.end(deadline?.aborted ?? false, {}, () => resolve());
+    });
+    this.#options.metrics.mqttConnected.set(0);
+    this.#log.info("Disconnected from the broker");
+  }
+
+  #clientOptions(): IClientOptions {
+    const options = this.#options;
+    const persistent = !options.cleanSession;
+    return {
+      clientId: options.clientId,
+      clean: options.cleanSession,
+      protocolVersion: options.protocolVersion,
+      username: options.username,
+      password: options.password,
+      keepalive: options.keepaliveSeconds,
+      connectTimeout: 15_000,
+      // Reconnects are ours: mqtt.js would retry at a fixed period.
+      reconnectPeriod: 0,
+      // Subscriptions are ours too: only when the broker lost the session.
+      resubscribe: false,
+      manualConnect: true,
+      rejectUnauthorized: true,
+      ca: options.ca,
+      cert: options.cert,
+      key: options.key,
+      properties: options.protocolVersion === 5
+        ? {
+          // Without an expiry an MQTT 5 broker drops the session at disconnect.
+          sessionExpiryInterval: persistent ? 0xFFFFFFFF : 0,
+          receiveMaximum: options.receiveMaximum ?? 1000,
+        }
+        : undefined,
+      customHandleAcks: (topic, payload, packet, done) => {
+        this.#acks.set(packet.messageId!, this.#accept(topic, payload));
+        done(0);
+      },
+    };
+  }
+
+  /**
+   * mqtt.js sends the PUBACK (QoS 1) or PUBREC (QoS 2) as soon as its
+   * handlers return, and reads no further packet until it has. Holding the
+   * handler would stall pings too (mqtt.js issue 1935), so the handlers return
+   * at once and the acknowledgement itself waits here for durability. Waiting
+   * acknowledgements also keep the broker's in-flight window full, which is
+   * what pauses delivery while the spool is full.
+   */
+  #interceptAcknowledgements(client: MqttClient): void {
+    const internals = client as unknown as { _sendPacket: SendPacket };
+    const send = internals._sendPacket.bind(client);
+    internals._sendPacket = (packet, cb, cbStorePut, noStore) => {
+      const messageId = (packet as { messageId?: number }).messageId;
+      const durable = (packet.cmd === "puback" || packet.cmd === "pubrec") &&
+        messageId !== undefined && this.#acks.get(messageId);
+      if (!durable) return send(packet, cb, cbStorePut, noStore);
+      this.#acks.delete(messageId!);
+      const generation = this.#generation;
+      cb?.();
+      durable.then((acknowledge) => {
+        if (acknowledge && generation === this.#generation && client.connected) send(packet);
+      });
+    };
+  }
+
+  /**
+   * mqtt.js re-emits a socket error only when it carries a `code`; TLS errors
+   * often do not, and a person needs them to fix a certificate problem.
+   */
+  #watchStreamErrors(client: MqttClient): void {
+    const connect = client.connect.bind(client);
+    client.connect = () => {
+      const result = connect();
+      client.stream?.on("error", (error: Error) => {
+        this.#lastError ??= error;
+        const fatal = fatalConnectProblem(error);
+        if (fatal && this.#started) this.#fail(new ConnectError(fatal, { cause: error }));
+      });
+      return result;
+    };
+  }
+
+  /** Hands a message over; resolves `true` when it may be acknowledged. */
+  #accept(topic: string, payload: Uint8Array): Promise<boolean> {
+    if (!this.#accepting) return Promise.resolve(false);
+    const message: Message = { topic, payload, receivedAt: Date.now() };
+    const durable = this.#handler(message).then(
+      () => true,
+      (error) => {
+        this.#log.error("A message from {topic} could not be made durable: {error}", {
+          topic,
+          error,
+        });
+        return false;
+      },
+    );
+    this.#inFlight.add(durable);
+    durable.finally(() => this.#inFlight.delete(durable));
+    return durable;
+  }
+
+  #onConnect(sessionPresent: boolean): void {
+    this.#generation++;
+    this.#acks.clear();
+    this.#connectedAt = Date.now();
+    this.#lastError = undefined;
+    this.#options.metrics.mqttConnected.set(1);
+    this.#log.info("Connected to {url} (session present: {sessionPresent})", {
+      url: maskUrl(this.#options.url),
+      sessionPresent,
+    });
+    if (this.#subscribedOnce && sessionPresent && !this.#options.cleanSession) {
+      this.#setReady(true);
+      return;
+    }
+    if (this.#subscribedOnce) {
+      this.#log.warn("The broker did not keep the session; subscribing again");
+    }
+    this.#subscribe();
+  }
+
+  #subscribe(): void {
+    const { topics, shareGroup, qos } = this.#options;
+    const filters = topics.map((topic) => shareGroup ? `$share/${shareGroup}/${topic}` : topic);
+    this.#client!.subscribe(filters, { qos }, (error, granted) => {
+      if (error) {
+        // The connection went away mid-subscribe; the next CONNACK subscribes again.
+        this.#log.warn("Subscribing to {filters} failed: {error}", { filters, error });
+        return;
+      }
+      const refused = (granted ?? []).filter((grant) => grant.qos >= 128);
+      if (refused.length > 0) {
+        const names = refused.map((grant) => grant.topic).join(", ");
+        const message =
+          `The broker refused the subscription to ${names}: check that the user may read these topics (broker ACL) and that the filters in MQTT_TOPICS are right`;
+        if (this.#started) {
+          this.#fail(new ConnectError(message));
+        } else {
+          this.#log.error(message);
+        }
+        return;
+      }
+      this.#subscribedOnce = true;
+      this.#log.info("Subscribed to {filters} at QoS {qos}", { filters, qos });
+      this.#setReady(true);
+      this.#started?.resolve();
+      this.#started = undefined;
+    });
+  }
+
+  #onError(error: Error): void {
+    this.#lastError = error;
+    const fatal = fatalConnectProblem(error);
+    if (fatal && this.#started) {
+      this.#fail(new ConnectError(fatal, { cause: error }));
+      return;
+    }
+    this.#log.debug("MQTT client error: {error}", { error });
+  }
+
+  #onClose(): void {
+    const wasReady = this.#ready;
+    this.#setReady(false);
+    this.#options.metrics.mqttConnected.set(0);
+    if (this.#stopping) return;
+    const livedMs = this.#connectedAt ? Date.now() - this.#connectedAt : 0;
+    const wasConnected = this.#connectedAt !== 0;
+    this.#connectedAt = 0;
+    if (wasConnected && livedMs >= STABLE_CONNECTION_MS) this.#attempt = 0;
+    if (wasConnected && this.#lastError === undefined) this.#reportTakeover(false);
+    const reason = this.#lastError
+      ? describeConnectProblem(this.#lastError)
+      : "closed by the broker";
+    if (this.#started) {
+      const attempts = this.#options.connectAttempts;
+      if (attempts > 0 && this.#attempt + 1 >= attempts) {
+        this.#fail(
+          new ConnectError(
+            `Could not connect to ${
+              maskUrl(this.#options.url)
+            } after ${attempts} attempt(s): ${reason}`,
+          ),
+        );
+        return;
+      }
+    }
+    const delay = backoffDelay(this.#attempt++, {
+      minMs: this.#options.reconnectMinMs,
+      maxMs: this.#options.reconnectMaxMs,
+    });
+    const level = wasReady || this.#started ? "warn" : "info";
+    this.#log[level]("Connection to {url} lost ({reason}); reconnecting in {seconds} s", {
+      url: maskUrl(this.#options.url),
+      reason,
+      seconds: (delay / 1000).toFixed(1),
+    });
+    this.#options.metrics.mqttReconnects.add();
+    this.#lastError = undefined;
+    this.#reconnectTimer = setTimeout(() => {
+      if (!this.#stopping) this.#client?.reconnect();
+    }, delay);
+  }
+
+  #reportTakeover(certain: boolean): void {
+    const now = Date.now();
+    this.#brokerCloses = this.#brokerCloses.filter((at) => now - at < TAKEOVER_WINDOW_MS);
+    this.#brokerCloses.push(now);
+    if (certain || this.#brokerCloses.length >= TAKEOVER_THRESHOLD) {
+      this.#log.error(
+        "{certainty} another client is connected with client id {clientId}: the broker keeps closing this connection when the other one connects. Give every worker its own MQTT_CLIENT_ID (or leave it unset for a stable id per data directory)",
+        {
+          certainty: certain ? "The broker says" : "It looks like",
+          clientId: this.#options.clientId,
+        },
+      );
+      this.#brokerCloses = [];
+    }
+  }
+
+  #fail(error: ConnectError): void {
+    const started = this.#started;
+    this.#started = undefined;
+    this.#stopping = true;
+    clearTimeout(this.#reconnectTimer);
+    this.#client?.end(true);
+    started?.reject(error);
+  }
+
+  #setReady(ready: boolean): void {
+    this.#ready = ready;
+  }
+}
+
+/** Problems that retrying cannot fix: at start-up the worker gives up at once. */
+function fatalConnectProblem(error: Error): string | undefined {
+  const code = (error as { code?: unknown }).code;
+  if (code === 4 || code === 134) {
+    return "The broker refused the user name or password: check MQTT_USERNAME and MQTT_PASSWORD";
+  }
+  if (code === 5 || code === 135) {
+    return "The broker says this client is not authorised to connect: check MQTT_USERNAME, MQTT_PASSWORD and the broker's ACL";
+  }
+  if (code === 2 || code === 133) {
+    return "The broker rejected the client id: set MQTT_CLIENT_ID to a value it accepts";
+  }
+  if (code === 138) return "The broker has banned this client";
+  if (isCertificateProblem(error)) return describeConnectProblem(error);
+  return undefined;
+}
+
+function isCertificateProblem(error: Error): boolean {
+  const text = `${(error as { code?: unknown }).code ?? ""} ${error.message}`;
+  return /certificate|UnknownIssuer|self[- ]signed|CERT_|unable to verify|NotValidForName|BadSignature|Expired/i
+    .test(text);
+}
+
+/** One sentence a person can act on, for the usual ways a connection fails. */
+export function describeConnectProblem(error: Error): string {
+  const code = String((error as { code?: unknown }).code ?? "");
+  const message = error.message;
+  const fatal = code && /^\d+$/.test(code) ? fatalConnectProblem(error) : undefined;
+  if (fatal) return fatal;
+  if (isCertificateProblem(error)) {
+    return `the broker's TLS certificate is not trusted (${message}): set MQTT_CA_FILE to the CA that signed it, and check that the host name in MQTT_URL is one the certificate names`;
+  }
+  if (code === "ECONNREFUSED" || /refused/i.test(message)) {
+    return `connection refused (${message}): is the broker running and listening on that host and port?`;
+  }
+  if (code === "ENOTFOUND" || /lookup|getaddrinfo|name resolution|dns/i.test(message)) {
+    return `unknown host (${message}): check the host name in MQTT_URL`;
+  }
+  if (/connack timeout/i.test(message)) {
+    return "the broker did not answer the CONNECT in time: is this an MQTT port, and does it need TLS (mqtts://)?";
+  }
+  return message;
+}

@@ -1,0 +1,139 @@
+/**
+ * Logging set-up: every log line goes to stderr (stdout carries records only),
+ * as JSON Lines or readable text, with every configured secret masked in the
+ * rendered line as a last line of defence. Also a small rate limiter for
+ * warnings that repeat with every message.
+ * @module
+ */
+
+import {
+  configureSync,
+  getAnsiColorFormatter,
+  getJsonLinesFormatter,
+  getTextFormatter,
+  type LogRecord,
+  resetSync,
+  type Sink,
+  type TextFormatter,
+} from "@logtape/logtape";
+import type { LogFormat, LogLevel } from "./config.ts";
+
+/** Options of {@linkcode setupLogging}. */
+export interface LoggingOptions {
+  readonly level: LogLevel;
+  readonly format: LogFormat;
+  /** Values that must never appear in a log line (passwords, keys, secrets). */
+  readonly secrets?: readonly (string | undefined)[];
+  /** Where lines go; default stderr. */
+  readonly write?: (line: string) => void;
+  /** Whether stderr is a terminal, for `auto`; default asks Deno. */
+  readonly isTerminal?: boolean;
+}
+
+/**
+ * Configures `@logtape/logtape` for the `gridrelay` category. Call once at
+ * start-up; {@linkcode resetLogging} undoes it.
+ *
+ * @example
+ * ```ts
+ * setupLogging({ level: "info", format: "json", secrets: ["hunter2"] });
+ * ```
+ */
+export function setupLogging(options: LoggingOptions): void {
+  const terminal = options.isTerminal ?? Deno.stderr.isTerminal();
+  const json = options.format === "json" || (options.format === "auto" && !terminal);
+  const formatter = json ? jsonFormatter() : textFormatter(terminal);
+  const write = options.write ?? writeStderr;
+  const mask = masker(options.secrets ?? []);
+  const sink: Sink = (record: LogRecord) => write(mask(formatter(record)));
+  configureSync({
+    reset: true,
+    sinks: { stderr: sink },
+    loggers: [
+      { category: ["gridrelay"], lowestLevel: options.level, sinks: ["stderr"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
+    ],
+  });
+}
+
+/** Removes the configuration made by {@linkcode setupLogging}. */
+export function resetLogging(): void {
+  resetSync();
+}
+
+function jsonFormatter(): TextFormatter {
+  const format = getJsonLinesFormatter({ categorySeparator: ".", properties: "flatten" });
+  return (record) => format(record);
+}
+
+function textFormatter(colors: boolean): TextFormatter {
+  const options = {
+    timestamp: "date-time-timezone" as const,
+    category: ".",
+    value: "bare" as const,
+  };
+  return colors ? getAnsiColorFormatter(options) : getTextFormatter(options);
+}
+
+const encoder = new TextEncoder();
+
+function writeStderr(line: string): void {
+  // Synchronous, so the last lines before a crash or exit are not lost.
+  const bytes = encoder.encode(line.endsWith("\n") ? line : line + "\n");
+  let written = 0;
+  while (written < bytes.length) written += Deno.stderr.writeSync(bytes.subarray(written));
+}
+
+function masker(secrets: readonly (string | undefined)[]): (line: string) => string {
+  // Very short values would mask ordinary words; config rejects none, so mask from 3 characters.
+  const values = secrets.filter((secret): secret is string => !!secret && secret.length >= 3);
+  if (values.length === 0) return (line) => line;
+  const escaped = values.flatMap((value) => [value, JSON.stringify(value).slice(1, -1)]);
+  return (line) => {
+    for (const value of escaped) if (line.includes(value)) line = line.replaceAll(value, "***");
+    return line;
+  };
+}
+
+/**
+ * Lets one event per key through per window and counts the rest, so a
+ * datalogger that sends the same bad reading every interval costs one log
+ * line per window, not one per message.
+ *
+ * @example
+ * ```ts
+ * const limiter = new RateLimiter(60_000);
+ * const verdict = limiter.check("a/x/u/data|calc");
+ * if (verdict.allowed) console.warn(`… (${verdict.suppressed} similar suppressed)`);
+ * ```
+ */
+export class RateLimiter {
+  readonly #windowMs: number;
+  readonly #now: () => number;
+  readonly #maxKeys: number;
+  readonly #windows = new Map<string, { start: number; suppressed: number }>();
+
+  constructor(windowMs: number, options: { now?: () => number; maxKeys?: number } = {}) {
+    this.#windowMs = windowMs;
+    this.#now = options.now ?? Date.now;
+    this.#maxKeys = options.maxKeys ?? 10_000;
+  }
+
+  /** Whether an event with `key` may be logged now, and how many were held back before it. */
+  check(key: string): { allowed: boolean; suppressed: number } {
+    const now = this.#now();
+    const window = this.#windows.get(key);
+    if (window && now - window.start < this.#windowMs) {
+      window.suppressed++;
+      return { allowed: false, suppressed: window.suppressed };
+    }
+    const suppressed = window?.suppressed ?? 0;
+    this.#windows.delete(key);
+    if (this.#windows.size >= this.#maxKeys) {
+      // Forget the oldest key (Map keeps insertion order) so memory stays bounded.
+      this.#windows.delete(this.#windows.keys().next().value!);
+    }
+    this.#windows.set(key, { start: now, suppressed: 0 });
+    return { allowed: true, suppressed };
+  }
+}
