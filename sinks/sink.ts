@@ -1,0 +1,73 @@
+/**
+ * The one small interface every sink implements, built-in or user-written,
+ * and the error a sink throws to refuse some records for good.
+ * @module
+ */
+
+import type { OutputRecord } from "../src/record.ts";
+
+export type { OutputRecord };
+
+/**
+ * A destination for records. The sink runner calls `write` with one batch at
+ * a time, never two at once, and retries a batch whose `write` throws.
+ *
+ * @example
+ * ```ts
+ * const sink: Sink = {
+ *   name: "console",
+ *   async write(records) {
+ *     for (const record of records) console.log(JSON.stringify(record));
+ *   },
+ * };
+ * ```
+ */
+export interface Sink {
+  /** Names the sink in logs, metrics labels and its spool cursor; unique among configured sinks. */
+  readonly name: string;
+  /**
+   * Resolve when the records are accepted (written and flushed, or answered
+   * 2xx); throw to have the batch retried. Abort work in flight when `signal`
+   * aborts: the batch then stays in the spool for the next start.
+   */
+  write(records: OutputRecord[], signal: AbortSignal): Promise<void>;
+  /** Flushes and releases resources on shutdown. */
+  close?(): Promise<void>;
+}
+
+/**
+ * One record a sink refuses for good, by its index in the batch.
+ *
+ * @example
+ * ```ts
+ * const refusal: RecordRefusal = { index: 3, reason: "HTTP 400: field E must be a number" };
+ * ```
+ */
+export interface RecordRefusal {
+  /** Index of the record in the batch passed to `write`. */
+  readonly index: number;
+  /** Why, in words a person can act on; it goes into the dead letter. */
+  readonly reason: string;
+}
+
+/**
+ * Thrown by a sink that refuses some records for good (e.g. an HTTP 400):
+ * those go to the dead letters, the rest of the batch counts as delivered.
+ *
+ * @example
+ * ```ts
+ * throw new RecordsRefusedError("the webhook answered 400", {
+ *   refused: records.map((_, index) => ({ index, reason: "HTTP 400 Bad Request" })),
+ * });
+ * ```
+ */
+export class RecordsRefusedError extends Error {
+  /** The refused records, by index in the batch. */
+  readonly refused: readonly RecordRefusal[];
+
+  constructor(message: string, options: { refused: readonly RecordRefusal[]; cause?: unknown }) {
+    super(message, { cause: options.cause });
+    this.name = "RecordsRefusedError";
+    this.refused = options.refused;
+  }
+}
