@@ -9,7 +9,6 @@
 import {
   configureSync,
   getAnsiColorFormatter,
-  getJsonLinesFormatter,
   getTextFormatter,
   type LogRecord,
   resetSync,
@@ -61,9 +60,42 @@ export function resetLogging(): void {
   resetSync();
 }
 
+/** Field names a log pipeline (Loki, CloudWatch) can rely on; properties follow them. */
 function jsonFormatter(): TextFormatter {
-  const format = getJsonLinesFormatter({ categorySeparator: ".", properties: "flatten" });
-  return (record) => format(record);
+  return (record) => {
+    const entry: Record<string, unknown> = {
+      timestamp: new Date(record.timestamp).toISOString(),
+      level: record.level,
+      category: record.category.join("."),
+      message: renderMessage(record.message),
+    };
+    for (const [key, value] of Object.entries(record.properties)) {
+      if (!(key in entry)) entry[key] = value;
+    }
+    return JSON.stringify(entry, jsonValue) + "\n";
+  };
+}
+
+function renderMessage(parts: readonly unknown[]): string {
+  let message = "";
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i];
+    message += i % 2 === 0 ? String(part) : describe(part);
+  }
+  return message;
+}
+
+function describe(value: unknown): string {
+  if (typeof value === "string") return value;
+  if (value instanceof Error) return value.message;
+  if (typeof value === "object" && value !== null) return JSON.stringify(value, jsonValue);
+  return String(value);
+}
+
+function jsonValue(_key: string, value: unknown): unknown {
+  if (value instanceof Error) return `${value.name}: ${value.message}`;
+  if (typeof value === "bigint") return value.toString();
+  return value;
 }
 
 function textFormatter(colors: boolean): TextFormatter {
