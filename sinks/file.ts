@@ -333,7 +333,7 @@ async function renameIfPresent(from: string, to: string): Promise<void> {
 export function describeFileError(error: unknown, path: string, action: string): Error {
   if (error instanceof FileAccessError) return error;
   const folder = dirname(path);
-  const reason = error instanceof Error ? error.message : String(error);
+  const reason = (error instanceof Error ? error.message : String(error)).replace(/\.$/, "");
   if (error instanceof Deno.errors.NotCapable) {
     return new FileAccessError(
       `Cannot ${action} ${path}: the worker lacks Deno's permission (${reason}); run it with --allow-read=${folder} --allow-write=${folder}.`,

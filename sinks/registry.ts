@@ -114,7 +114,7 @@ async function createSink(entry: string, settings: SinkSettings): Promise<Sink> 
           maxFiles: settings.fileMaxFiles ?? DEFAULT_FILE_MAX_FILES,
         });
       } catch (error) {
-        throw new SinkConfigError(entry, `The file sink cannot start: ${message(error)}`, {
+        throw new SinkConfigError(entry, `The file sink cannot start: ${message(error)}.`, {
           cause: error,
         });
       }
@@ -144,9 +144,11 @@ async function loadSinkModule(entry: string, cwd: string): Promise<Sink> {
   } catch (error) {
     throw new SinkConfigError(
       entry,
-      `Cannot load the sink module ${where}: ${
-        message(error)
-      }. Check the path in SINKS (relative to ${cwd}) and that the worker may read it (--allow-read; a remote URL needs --allow-import).`,
+      `Cannot load the sink module ${where}: ${message(error)}. ${
+        url.startsWith("file:")
+          ? `Check the path in SINKS (relative to ${cwd}) and that the worker may read it (--allow-read).`
+          : "Check the URL in SINKS and that the worker may import it (--allow-import)."
+      }`,
       { cause: error },
     );
   }
@@ -163,7 +165,7 @@ async function loadSinkModule(entry: string, cwd: string): Promise<Sink> {
     } catch (error) {
       throw new SinkConfigError(
         entry,
-        `The sink module ${where} failed to create its sink: ${message(error)}`,
+        `The sink module ${where} failed to create its sink: ${message(error)}.`,
         { cause: error },
       );
     }
@@ -215,6 +217,7 @@ function describe(value: unknown): string {
   return value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;
 }
 
+// An error's message without its final period, to be embedded in a sentence.
 function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  return (error instanceof Error ? error.message : String(error)).replace(/\.$/, "");
 }
