@@ -83,12 +83,31 @@ integrationTest({
 });
 
 integrationTest({
+  name: "a TLS broker with websockets serves wss:// with the same certificate",
+  async fn() {
+    await using mosquitto = await startBroker({ tls: "server", websockets: true });
+    assert.match(mosquitto.wsUrl!, /^wss:\/\/localhost:\d+\/$/);
+    await using subscription = await subscribe(mosquitto.url, "t/#", {
+      ca: mosquitto.certificates!.caFile,
+    });
+    await publish(mosquitto.wsUrl!, [{ topic: "t/ws", payload: "over wss" }], {
+      ca: mosquitto.certificates!.caFile,
+    });
+    const [message] = await subscription.waitForMessages(1);
+    assert.equal(message.text, "over wss");
+  },
+});
+
+integrationTest({
   name: "a mutual-TLS broker refuses a client without a certificate and accepts one with it",
   async fn() {
     await using mosquitto = await startBroker({ tls: "mutual" });
     const { caFile, clientCertFile, clientKeyFile } = mosquitto.certificates!;
 
-    await assert.rejects(connectClient(mosquitto.url, { ca: caFile, connectTimeoutMs: 3000 }));
+    await assert.rejects(
+      connectClient(mosquitto.url, { ca: caFile, connectTimeoutMs: 3000 }),
+      /certificate|closed before CONNACK/i,
+    );
 
     const client = await connectClient(mosquitto.url, {
       ca: caFile,
@@ -197,4 +216,35 @@ Deno.test("startWorker streams stdout lines, passes only the given environment, 
 Deno.test("waitForStdoutLines rejects with the stderr tail when the lines do not come", async () => {
   await using worker = startWorker({ GREETING: "hi" }, { entry: FIXTURE, args: ["1"] });
   await assert.rejects(worker.waitForStdoutLines(10, 300), /ready/);
+});
+
+const MISSING_TOOL_FIXTURE = new URL("./_helpers/fixtures/needs_missing_tool.ts", import.meta.url);
+
+async function runMissingToolFixture(ci: string): Promise<{ code: number; output: string }> {
+  const env: Record<string, string> = { CI: ci, NO_COLOR: "1" };
+  for (const name of ["PATH", "HOME", "DENO_DIR", "XDG_CACHE_HOME"]) {
+    const value = Deno.env.get(name);
+    if (value !== undefined) env[name] = value;
+  }
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["test", "--allow-env", "--allow-read", MISSING_TOOL_FIXTURE.pathname],
+    clearEnv: true,
+    env,
+    stdin: "null",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code, output: decoder.decode(stdout) + decoder.decode(stderr) };
+}
+
+Deno.test("outside CI, a test whose tool is missing is skipped with what to install", async () => {
+  const { code, output } = await runMissingToolFixture("");
+  assert.equal(code, 0, output);
+  assert.match(output, /SKIPPING integration tests: gridrelay-no-such-tool not found on PATH/);
+  assert.match(output, /1 ignored/);
+});
+
+Deno.test("under CI=true, a test whose tool is missing fails and says why", async () => {
+  const { code, output } = await runMissingToolFixture("true");
+  assert.notEqual(code, 0, output);
+  assert.match(output, /CI=true and this integration test cannot run: gridrelay-no-such-tool/);
 });

@@ -9,7 +9,14 @@ import { createCertificates, type OwnedCertificates } from "./certs.ts";
 import type { Certificates } from "./certs.ts";
 import { freePort, LOOPBACK, waitForPort } from "./ports.ts";
 
-/** How the test broker is set up. Every field is optional. */
+/**
+ * How the test broker is set up. Every field is optional.
+ *
+ * @example
+ * ```ts
+ * const options: BrokerOptions = { tls: "mutual", persistence: true, extraConfig: "max_queued_messages 10" };
+ * ```
+ */
 export interface BrokerOptions {
   /** `server`: TLS with the test CA's server certificate; `mutual`: clients must also present one. Default `none`. */
   tls?: "none" | "server" | "mutual";
@@ -29,7 +36,16 @@ export interface BrokerOptions {
   startTimeoutMs?: number;
 }
 
-/** A running mosquitto owned by one test. `await using` stops it and removes its files. */
+/**
+ * A running mosquitto owned by one test. `await using` stops it and removes its files.
+ *
+ * @example
+ * ```ts
+ * await using broker = await startBroker({ persistence: true });
+ * await broker.kill(); // crash
+ * await broker.start(); // same port, persisted sessions back
+ * ```
+ */
 export interface Broker extends AsyncDisposable {
   /** Where it listens; always loopback. */
   readonly host: "127.0.0.1";

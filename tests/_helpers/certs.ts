@@ -5,7 +5,14 @@
  * @module
  */
 
-/** Paths of the PEM files of one test PKI. Every key is unencrypted EC P-256. */
+/**
+ * Paths of the PEM files of one test PKI. Every key is unencrypted EC P-256.
+ *
+ * @example
+ * ```ts
+ * const env = { MQTT_CA_FILE: certificates.caFile, MQTT_CERT_FILE: certificates.clientCertFile };
+ * ```
+ */
 export interface Certificates {
   /** The temp dir holding every file. */
   dir: string;
@@ -25,7 +32,15 @@ export interface Certificates {
   untrustedCaFile: string;
 }
 
-/** {@linkcode Certificates} that own their temp dir: `remove()` or `await using` deletes it. */
+/**
+ * {@linkcode Certificates} that own their temp dir: `remove()` or `await using` deletes it.
+ *
+ * @example
+ * ```ts
+ * await using certificates = await createCertificates();
+ * await using broker = await startBroker({ tls: "server", certificates });
+ * ```
+ */
 export interface OwnedCertificates extends Certificates, AsyncDisposable {
   /** Deletes the temp dir and every file in it. Safe to call twice. */
   remove(): Promise<void>;

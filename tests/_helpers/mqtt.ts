@@ -9,7 +9,14 @@ import { Buffer } from "node:buffer";
 import mqtt from "mqtt";
 import type { IClientOptions, IPublishPacket, MqttClient } from "mqtt";
 
-/** Connection settings of a test client. */
+/**
+ * Connection settings of a test client.
+ *
+ * @example
+ * ```ts
+ * const options: ClientOptions = { ca: certificates.caFile, username: "alice", password: "s3cret" };
+ * ```
+ */
 export interface ClientOptions {
   username?: string;
   password?: string;
@@ -29,7 +36,14 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
 }
 
-/** A message to publish. */
+/**
+ * A message to publish.
+ *
+ * @example
+ * ```ts
+ * const message: OutgoingMessage = { topic: "a/b827eb2bb2a9/u/data", payload: '{"t":1,"r":[]}', qos: 1 };
+ * ```
+ */
 export interface OutgoingMessage {
   topic: string;
   payload: string | Uint8Array;
@@ -38,7 +52,15 @@ export interface OutgoingMessage {
   retain?: boolean;
 }
 
-/** A message a test subscriber received. */
+/**
+ * A message a test subscriber received.
+ *
+ * @example
+ * ```ts
+ * const [message]: ReceivedMessage[] = await subscription.waitForMessages(1);
+ * JSON.parse(message.text);
+ * ```
+ */
 export interface ReceivedMessage {
   topic: string;
   payload: Uint8Array;
@@ -129,13 +151,28 @@ export async function publish(
   }
 }
 
-/** Options of {@linkcode subscribe}. */
+/**
+ * Options of {@linkcode subscribe}.
+ *
+ * @example
+ * ```ts
+ * const options: SubscribeOptions = { qos: 2, clientId: "observer", clean: false };
+ * ```
+ */
 export interface SubscribeOptions extends ClientOptions {
   /** Subscription QoS. Default 1. */
   qos?: 0 | 1 | 2;
 }
 
-/** A connected, subscribed test client that collects what arrives. */
+/**
+ * A connected, subscribed test client that collects what arrives.
+ *
+ * @example
+ * ```ts
+ * await using subscription = await subscribe(broker.url, "a/#");
+ * const messages = await subscription.waitForMessages(3, 2000);
+ * ```
+ */
 export interface Subscription extends AsyncDisposable {
   /** The underlying client, for anything the helpers do not cover. */
   readonly client: MqttClient;
@@ -225,7 +262,14 @@ export async function subscribe(
   };
 }
 
-/** Options of {@linkcode subscribeCollect}. */
+/**
+ * Options of {@linkcode subscribeCollect}.
+ *
+ * @example
+ * ```ts
+ * const options: CollectOptions = { clientId: "c1", clean: false, timeoutMs: 2000 };
+ * ```
+ */
 export interface CollectOptions extends SubscribeOptions {
   /** Give up after this long. Default 5000 ms. */
   timeoutMs?: number;

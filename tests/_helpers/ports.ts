@@ -7,7 +7,14 @@
 
 import { sleep } from "../../src/retry.ts";
 
-/** The only address tests bind to or connect to. */
+/**
+ * The only address tests bind to or connect to.
+ *
+ * @example
+ * ```ts
+ * const url = `http://${LOOPBACK}:${freePort()}/hook`;
+ * ```
+ */
 export const LOOPBACK = "127.0.0.1";
 
 /**
@@ -31,7 +38,14 @@ export function freePort(): number {
   }
 }
 
-/** Options of {@linkcode waitForPort}. */
+/**
+ * Options of {@linkcode waitForPort}.
+ *
+ * @example
+ * ```ts
+ * await waitForPort(port, { timeoutMs: 2000, signal: AbortSignal.timeout(3000) });
+ * ```
+ */
 export interface WaitForPortOptions {
   /** Give up after this long. Default 10000. */
   timeoutMs?: number;

@@ -14,7 +14,14 @@ const INSTALL_HINTS: Record<string, string> = {
   openssl: "apt-get install -y openssl",
 };
 
-/** The tools a broker-backed test needs by default: the broker, its password tool, and openssl for TLS. */
+/**
+ * The tools a broker-backed test needs by default: the broker, its password tool, and openssl for TLS.
+ *
+ * @example
+ * ```ts
+ * integrationTest({ name: "…", requires: [...BROKER_TOOLS, "mosquitto_pub"], fn: async () => {} });
+ * ```
+ */
 export const BROKER_TOOLS: readonly string[] = ["mosquitto", "mosquitto_passwd", "openssl"];
 
 /**
@@ -54,7 +61,14 @@ function missingMessage(missing: string[]): string {
   return `${missing.join(", ")} not found on PATH; install with: ${hints.join("; ")}`;
 }
 
-/** The verdict of {@linkcode requireTools}, spread into a `Deno.test` definition. */
+/**
+ * The verdict of {@linkcode requireTools}.
+ *
+ * @example
+ * ```ts
+ * const { ignore }: ToolRequirement = requireTools("mosquitto");
+ * ```
+ */
 export interface ToolRequirement {
   /** `true` only outside CI, when a tool is missing. */
   ignore: boolean;
@@ -89,7 +103,14 @@ export function requireTools(...tools: string[]): ToolRequirement {
   return { ignore: true, missing };
 }
 
-/** A `Deno.test` definition plus the programs it needs. */
+/**
+ * A `Deno.test` definition plus the programs it needs.
+ *
+ * @example
+ * ```ts
+ * const test: IntegrationTestDefinition = { name: "tls", requires: ["mosquitto", "openssl"], fn() {} };
+ * ```
+ */
 export interface IntegrationTestDefinition extends Deno.TestDefinition {
   /** Programs that must be on PATH. Default {@linkcode BROKER_TOOLS}. */
   requires?: readonly string[];

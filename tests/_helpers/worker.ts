@@ -34,7 +34,14 @@ const INHERITED_ENV = [
 /** How long {@linkcode WorkerProcess.stop} waits after SIGTERM before SIGKILL. */
 const STOP_TIMEOUT_MS = 15_000;
 
-/** How the worker process is started. */
+/**
+ * How the worker process is started.
+ *
+ * @example
+ * ```ts
+ * const options: WorkerOptions = { cwd: await Deno.makeTempDir(), args: ["--verbose"] };
+ * ```
+ */
 export interface WorkerOptions {
   /** Working directory (e.g. a temp dir holding `./data`). Default: the repository root. */
   cwd?: string;
@@ -46,7 +53,16 @@ export interface WorkerOptions {
   denoFlags?: string[];
 }
 
-/** A running worker subprocess. `await using` stops it (SIGTERM, then SIGKILL) and closes its pipes. */
+/**
+ * A running worker subprocess. `await using` stops it (SIGTERM, then SIGKILL) and closes its pipes.
+ *
+ * @example
+ * ```ts
+ * await using worker = startWorker({ MQTT_URL: broker.url });
+ * worker.kill("SIGTERM");
+ * assert.equal((await worker.status).code, 0);
+ * ```
+ */
 export interface WorkerProcess extends AsyncDisposable {
   /** The child's process id. */
   readonly pid: number;
