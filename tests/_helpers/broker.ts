@@ -175,7 +175,11 @@ class MosquittoBroker implements Broker {
   async startOnFreePort(): Promise<void> {
     for (let attempt = 1;; attempt++) {
       this.#port = freePort();
-      this.#wsPort = this.#init.options.websockets ? freePort() : undefined;
+      this.#wsPort = undefined;
+      while (this.#init.options.websockets && (this.#wsPort ?? this.#port) === this.#port) {
+        // The first port is free again once freePort() closed it, so it can come back.
+        this.#wsPort = freePort();
+      }
       const logStart = this.#log.length;
       try {
         await this.start();
