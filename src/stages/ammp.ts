@@ -42,8 +42,24 @@ export const AMMP_SCAN_DEPTH = 3;
 interface Vendor {
   /** The vendor id as a JSON string literal. */
   readonly keyText: string;
-  /** Field name → the member that supplies its value (later readings win, first position stays). */
-  readonly fields: Map<string, JsonMember>;
+  /** Field name → where its value comes from, in order of first appearance. */
+  readonly fields: Map<string, FieldSlot>;
+}
+
+/**
+ * One merged field. The model is: each reading is the object JSON.parse would
+ * make of it (a repeated key keeps its first position and last value), minus
+ * `_`-fields and nulls, merged into its vendor in reading order. Slots get
+ * there in one pass, without a map per reading.
+ */
+interface FieldSlot {
+  readonly name: string;
+  /** The member giving the value; undefined while this reading has set it to null. */
+  member: JsonMember | undefined;
+  /** The value from earlier readings, restored if this reading ends with null. */
+  previous: JsonMember | undefined;
+  /** Index of the reading that last touched the slot. */
+  reading: number;
 }
 
 /**
@@ -146,11 +162,14 @@ export function createAmmpTransform(options: AmmpOptions): TransformStage {
         });
         continue;
       }
-      // Within one reading a repeated key means its last value, in its first position.
-      const fields = new Map<string, JsonMember>();
-      for (const member of reading.members!) fields.set(member.key, member);
-      const vid = fields.get("_vid")?.value;
-      const device = fields.get("_d")?.value;
+      const members = reading.members!;
+      let vid: JsonNode | undefined;
+      let device: JsonNode | undefined;
+      // A repeated key means its last value, as in JSON.parse.
+      for (const member of members) {
+        if (member.key === "_vid") vid = member.value;
+        else if (member.key === "_d") device = member.value;
+      }
       let vendorKey = vid && idOf(text, vid);
       if (vendorKey === undefined) {
         const deviceKey = device && idOf(text, device);
@@ -171,10 +190,7 @@ export function createAmmpTransform(options: AmmpOptions): TransformStage {
         vendor = { keyText: vendorKey[1], fields: new Map() };
         vendors.set(vendorKey[0], vendor);
       }
-      for (const [name, member] of fields) {
-        if (name.charCodeAt(0) === 0x5f /* _ */ || member.value.kind === "null") continue;
-        vendor.fields.set(name, member);
-      }
+      mergeReading(vendor.fields, members, index);
     }
 
     let record = `{"time":"${time.text}"`;
@@ -185,9 +201,9 @@ export function createAmmpTransform(options: AmmpOptions): TransformStage {
       record += (firstVendor ? "" : ",") + vendor.keyText + ":{";
       firstVendor = false;
       let firstField = true;
-      for (const member of vendor.fields.values()) {
-        record += (firstField ? "" : ",") + text.slice(member.keyStart, member.keyEnd) + ":" +
-          jsonText(text, member.value);
+      for (const { member } of vendor.fields.values()) {
+        record += (firstField ? "" : ",") + text.slice(member!.keyStart, member!.keyEnd) + ":" +
+          jsonText(text, member!.value);
         firstField = false;
       }
       record += "}";
@@ -195,6 +211,37 @@ export function createAmmpTransform(options: AmmpOptions): TransformStage {
     record += "}}";
     return acceptRecord(record, rejections, dropped);
   };
+}
+
+/** Merges one reading's members into its vendor's fields (see {@linkcode FieldSlot}). */
+function mergeReading(
+  fields: Map<string, FieldSlot>,
+  members: readonly JsonMember[],
+  reading: number,
+): void {
+  let nulled: FieldSlot[] | undefined;
+  for (const member of members) {
+    const name = member.key;
+    if (name.charCodeAt(0) === 0x5f /* _ */) continue;
+    const isNull = member.value.kind === "null";
+    let slot = fields.get(name);
+    if (slot === undefined) {
+      slot = { name, member: undefined, previous: undefined, reading };
+      fields.set(name, slot);
+    } else if (slot.reading !== reading) {
+      slot.previous = slot.member;
+      slot.reading = reading;
+    }
+    slot.member = isNull ? undefined : member;
+    if (isNull) (nulled ??= []).push(slot);
+  }
+  if (nulled === undefined) return;
+  // A field this reading leaves at null keeps its earlier value, or is not there at all.
+  for (const slot of nulled) {
+    if (slot.member !== undefined) continue;
+    if (slot.previous === undefined) fields.delete(slot.name);
+    else slot.member = slot.previous;
+  }
 }
 
 /**

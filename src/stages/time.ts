@@ -89,8 +89,9 @@ export function formatEpochSeconds(numberText: string): EpochTime {
 
 /**
  * A millisecond timestamp (as from `Date.now()`) as RFC 3339 in UTC with a
- * `+00:00` offset and millisecond precision. Throws a `RangeError` for a value
- * that is not a valid time: that is a programming error, not bad data.
+ * `+00:00` offset and millisecond precision (always three digits). Throws a
+ * `RangeError` for a value that is not a time in the years 0000-9999: that is
+ * a programming error, not bad data.
  *
  * @example
  * ```ts
@@ -98,20 +99,53 @@ export function formatEpochSeconds(numberText: string): EpochTime {
  * ```
  */
 export function formatTimestamp(ms: number): string {
-  if (!Number.isFinite(ms) || Math.abs(ms) > 8.64e15) {
+  // 0000-01-01 to 9999-12-31: the years RFC 3339 can write.
+  if (!(ms >= -62167219200000 && ms < 253402300800000)) {
     throw new RangeError(
-      `timestamp ${ms} is not a time in milliseconds since the Unix epoch; pass a value such as Date.now()`,
+      `timestamp ${ms} is not a time in milliseconds since the Unix epoch between the years 0 and 9999; ` +
+        "pass a value such as Date.now()",
     );
   }
-  return new Date(ms).toISOString().slice(0, -1) + "+00:00";
+  const whole = Math.floor(ms);
+  const days = Math.floor(whole / 86400000);
+  const msOfDay = whole - days * 86400000;
+  return formatDateTime(days, Math.floor(msOfDay / 1000)) + "." +
+    String(msOfDay % 1000).padStart(3, "0") + "+00:00";
 }
 
 function formatSeconds(seconds: number, micros?: string): string {
-  // toISOString writes years 0000-9999 with four digits, which is all t may reach.
-  const iso = new Date(seconds * 1000).toISOString();
-  return micros === undefined
-    ? iso.slice(0, 19) + "+00:00"
-    : iso.slice(0, 19) + "." + micros + "+00:00";
+  const text = formatDateTime(Math.floor(seconds / 86400), seconds % 86400);
+  return micros === undefined ? text + "+00:00" : text + "." + micros + "+00:00";
+}
+
+/**
+ * `YYYY-MM-DDTHH:MM:SS` for a day count since 1970-01-01 (years 0000-9999)
+ * and a second of that day. Arithmetic, not `Date`, which costs ten times as
+ * much on this hot path. The calendar algorithm is Howard Hinnant's
+ * `civil_from_days`.
+ */
+function formatDateTime(days: number, secondOfDay: number): string {
+  const z = days + 719468;
+  const era = Math.floor(z / 146097);
+  const dayOfEra = z - era * 146097;
+  const yearOfEra = Math.floor(
+    (dayOfEra - Math.floor(dayOfEra / 1460) + Math.floor(dayOfEra / 36524) -
+      Math.floor(dayOfEra / 146096)) / 365,
+  );
+  const dayOfYear = dayOfEra -
+    (365 * yearOfEra + Math.floor(yearOfEra / 4) - Math.floor(yearOfEra / 100));
+  const shiftedMonth = Math.floor((5 * dayOfYear + 2) / 153);
+  const day = dayOfYear - Math.floor((153 * shiftedMonth + 2) / 5) + 1;
+  const month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9;
+  const year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0);
+  const hour = Math.floor(secondOfDay / 3600);
+  const minute = Math.floor(secondOfDay / 60) % 60;
+  return String(year).padStart(4, "0") + "-" + two(month) + "-" + two(day) + "T" + two(hour) +
+    ":" + two(minute) + ":" + two(secondOfDay % 60);
+}
+
+function two(n: number): string {
+  return n < 10 ? "0" + n : String(n);
 }
 
 function exponentValue(sign: string, digits: string): number {
