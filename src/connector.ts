@@ -124,6 +124,13 @@ export class Connector {
     this.#client = client;
     this.#interceptAcknowledgements(client);
     this.#watchStreamErrors(client);
+    // QoS 1 and 2 messages are handed over here, as they arrive (for QoS 2 at
+    // the PUBLISH, not the PUBREL). mqtt.js takes this option only under MQTT 5,
+    // so it is set on the client's options for both versions.
+    client.options.customHandleAcks = (topic, payload, packet, done) => {
+      this.#acks.set(packet.messageId!, this.#accept(topic, payload));
+      done(0);
+    };
     client.handleMessage = (packet, callback) => {
       // QoS 1 and 2 were handed over in customHandleAcks; QoS 0 has no acknowledgement.
       if (packet.qos === 0) this.#accept(packet.topic, packet.payload as Uint8Array);
@@ -202,10 +209,6 @@ export class Connector {
           receiveMaximum: options.receiveMaximum ?? 1000,
         }
         : undefined,
-      customHandleAcks: (topic, payload, packet, done) => {
-        this.#acks.set(packet.messageId!, this.#accept(topic, payload));
-        done(0);
-      },
     };
   }
 
@@ -409,7 +412,7 @@ function fatalConnectProblem(error: Error): string | undefined {
     return "The broker refused the user name or password: check MQTT_USERNAME and MQTT_PASSWORD";
   }
   if (code === 5 || code === 135) {
-    return "The broker says this client is not authorised to connect: check MQTT_USERNAME, MQTT_PASSWORD and the broker's ACL";
+    return "The broker refused the connection as not authorised: check MQTT_USERNAME and MQTT_PASSWORD (mosquitto answers a wrong password this way), then the broker's ACL";
   }
   if (code === 2 || code === 133) {
     return "The broker rejected the client id: set MQTT_CLIENT_ID to a value it accepts";

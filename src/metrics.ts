@@ -198,7 +198,7 @@ const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
  * metrics.recordsDelivered.add(10, "stdout");
  * ```
  */
-export function createWorkerMetrics(registry: Metrics = new Metrics()) {
+export function createWorkerMetrics(registry: Metrics = new Metrics()): WorkerMetrics {
   return {
     registry,
     messagesReceived: registry.counter(
@@ -255,4 +255,17 @@ export function createWorkerMetrics(registry: Metrics = new Metrics()) {
 }
 
 /** The metrics of one worker; see {@linkcode createWorkerMetrics}. */
-export type WorkerMetrics = ReturnType<typeof createWorkerMetrics>;
+export interface WorkerMetrics {
+  readonly registry: Metrics;
+  readonly messagesReceived: Counter;
+  readonly recordsDelivered: Counter;
+  readonly rejected: Counter;
+  readonly dropped: Counter;
+  readonly sinkErrors: Counter;
+  readonly spoolPending: Gauge;
+  readonly spoolBytes: Gauge;
+  readonly mqttConnected: Gauge;
+  readonly mqttReconnects: Counter;
+  readonly deadLetters: Counter;
+  readonly deliveryLatency: Histogram;
+}

@@ -1,0 +1,450 @@
+/**
+ * The worker end to end, as a user runs it: a real mosquitto per test, the
+ * worker as a subprocess configured only by its environment, records read
+ * back from stdout and the file sink, dead letters from their file.
+ */
+
+import assert from "node:assert/strict";
+import { type Broker, startBroker } from "./_helpers/broker.ts";
+import { publish } from "./_helpers/mqtt.ts";
+import { integrationTest } from "./_helpers/require.ts";
+import { startWorker, type WorkerProcess } from "./_helpers/worker.ts";
+
+const SPEC_PAYLOAD = `{
+  "t": 1625576100,
+  "r": [
+    { "_d": "logger", "_vid": "strato-1", "boot_time": 1625563315, "cpu_load": 0.06, "memory_usage": 17.2 },
+    { "_d": "logger_strato", "_vid": "strato-1", "cpu_temp": 60.148, "disk_usage": 45.8 },
+    { "_d": "diesel_sensor", "_vid": "gamicos-1", "level": 0.5670797228813171, "genset_fuel_volume": 2477.2705366611485 },
+    { "_d": "dse855", "_vid": "dse-1", "E": 86744200, "P": 15983, "V_L3": 229.70000000000002, "fuel_used": null, "temp_oil": null }
+  ],
+  "m": { "snap_rev": 670, "config_id": "c5b2543", "reading_duration": 0.9248790740966797, "reading_offset": 0 }
+}`;
+
+const SPEC_RECORD =
+  '{"time":"2021-07-06T12:55:00+00:00","data":{"strato-1":{"boot_time":1625563315,"cpu_load":0.06,"memory_usage":17.2,"cpu_temp":60.148,"disk_usage":45.8},"gamicos-1":{"level":0.5670797228813171,"genset_fuel_volume":2477.2705366611485},"dse-1":{"E":86744200,"P":15983,"V_L3":229.70000000000002}}}';
+
+const TOPIC = "a/b827eb2bb2a9/u/data";
+const SUBSCRIBED = /Subscribed to/;
+
+/** A payload whose record is recognisable by `t`. */
+function numbered(i: number): string {
+  return `{"t":${1625576100 + i},"r":[{"_vid":"dse-1","E":184467440737095${51000 + i},"P":${i}}]}`;
+}
+
+function timeOf(i: number): string {
+  return new Date((1625576100 + i) * 1000).toISOString().replace(".000Z", "+00:00");
+}
+
+/** Environment every test worker shares: fast reconnects, machine-readable output. */
+function baseEnv(broker: Broker, dataDir: string): Record<string, string> {
+  return {
+    MQTT_URL: broker.url,
+    DATA_DIR: dataDir,
+    STDOUT_FORMAT: "jsonl",
+    LOG_FORMAT: "json",
+    LOG_LEVEL: "debug",
+    MQTT_RECONNECT_MIN_MS: "100",
+    MQTT_RECONNECT_MAX_MS: "1000",
+    SHUTDOWN_TIMEOUT_MS: "5000",
+  };
+}
+
+async function tempDir(): Promise<string & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix: "gridrelay-worker-test-" });
+  return Object.assign(path, {
+    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
+  }) as unknown as string & AsyncDisposable;
+}
+
+async function readLines(path: string): Promise<string[]> {
+  try {
+    return (await Deno.readTextFile(path)).split("\n").filter((line) => line !== "");
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return [];
+    throw error;
+  }
+}
+
+/** Polls `check` (there is no event for "a file has these lines") until it holds or the deadline passes. */
+async function eventually<T>(
+  what: string,
+  check: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Waits until the file sink holds a record for every `t` offset in `0..count-1`; returns the lines. */
+function allDelivered(path: string, count: number, timeoutMs?: number): Promise<string[]> {
+  return eventually(`${count} distinct records in ${path}`, async () => {
+    const lines = await readLines(path);
+    const times = new Set(lines.map((line) => JSON.parse(line).time));
+    return times.size >= count ? lines : undefined;
+  }, timeoutMs);
+}
+
+async function expectExit(worker: WorkerProcess, code: number): Promise<void> {
+  const status = await worker.status;
+  assert.equal(
+    status.code,
+    code,
+    `expected exit ${code}, got ${status.code}; stderr:\n${
+      worker.stderrLines().slice(-15).join("\n")
+    }`,
+  );
+}
+
+integrationTest({
+  name: "SPEC §1's example reaches stdout exactly, and the file sink holds the same line",
+  async fn() {
+    await using broker = await startBroker();
+    await using dir = await tempDir();
+    const filePath = `${dir}/out/readings.jsonl`;
+    await using worker = startWorker({
+      ...baseEnv(broker, dir),
+      SINKS: "stdout,file",
+      FILE_PATH: filePath,
+    });
+    await worker.waitForStderr(SUBSCRIBED);
+    await publish(broker.url, [{ topic: TOPIC, payload: SPEC_PAYLOAD }]);
+    const [line] = await worker.waitForStdoutLines(1);
+    assert.equal(line, SPEC_RECORD);
+    assert.deepEqual(await allDelivered(filePath, 1), [SPEC_RECORD]);
+  },
+});
+
+integrationTest({
+  name: "stdout carries records only: every log line is on stderr",
+  async fn() {
+    await using broker = await startBroker();
+    await using dir = await tempDir();
+    await using worker = startWorker({ ...baseEnv(broker, dir), LOG_LEVEL: "debug" });
+    await worker.waitForStderr(SUBSCRIBED);
+    await publish(broker.url, [
+      { topic: TOPIC, payload: numbered(0) },
+      { topic: TOPIC, payload: "not json" },
+      { topic: TOPIC, payload: numbered(1) },
+    ]);
+    await worker.waitForStdoutLines(2);
+    assert.equal((await worker.stop()).code, 0);
+    for (const line of worker.stdoutLines()) assert.ok(JSON.parse(line).time, line);
+    assert.equal(worker.stdoutLines().length, 2);
+    for (const line of worker.stderrLines()) JSON.parse(line);
+  },
+});
+
+integrationTest({
+  name: "TLS with a password: records flow, and the password appears in no output",
+  async fn() {
+    const password = "correct-horse-battery";
+    await using broker = await startBroker({ tls: "server", users: { relay: password } });
+    await using dir = await tempDir();
+    await using worker = startWorker({
+      ...baseEnv(broker, dir),
+      MQTT_CA_FILE: broker.certificates!.caFile,
+      MQTT_USERNAME: "relay",
+      MQTT_PASSWORD: password,
+    });
+    await worker.waitForStderr(SUBSCRIBED);
+    await publish(broker.url, [{ topic: TOPIC, payload: SPEC_PAYLOAD }], {
+      ca: broker.certificates!.caFile,
+      username: "relay",
+      password,
+    });
+    assert.deepEqual(await worker.waitForStdoutLines(1), [SPEC_RECORD]);
+    await worker.stop();
+    const everything = [...worker.stdoutLines(), ...worker.stderrLines()].join("\n");
+    assert.doesNotMatch(everything, new RegExp(password));
+  },
+});
+
+integrationTest({
+  name: "mutual TLS: the worker presents its client certificate",
+  async fn() {
+    await using broker = await startBroker({ tls: "mutual" });
+    const certs = broker.certificates!;
+    await using dir = await tempDir();
+    await using worker = startWorker({
+      ...baseEnv(broker, dir),
+      MQTT_CA_FILE: certs.caFile,
+      MQTT_CERT_FILE: certs.clientCertFile,
+      MQTT_KEY_FILE: certs.clientKeyFile,
+    });
+    await worker.waitForStderr(SUBSCRIBED);
+    await publish(broker.url, [{ topic: TOPIC, payload: SPEC_PAYLOAD }], {
+      ca: certs.caFile,
+      cert: certs.clientCertFile,
+      key: certs.clientKeyFile,
+    });
+    assert.deepEqual(await worker.waitForStdoutLines(1), [SPEC_RECORD]);
+  },
+});
+
+integrationTest({
+  name: "a wrong password stops start-up with exit code 3 and says which credentials to check",
+  async fn() {
+    await using broker = await startBroker({ users: { relay: "right" } });
+    await using dir = await tempDir();
+    await using worker = startWorker({
+      ...baseEnv(broker, dir),
+      MQTT_USERNAME: "relay",
+      MQTT_PASSWORD: "wrong-password",
+    });
+    await expectExit(worker, 3);
+    const stderr = worker.stderrLines().join("\n");
+    assert.match(stderr, /MQTT_USERNAME and MQTT_PASSWORD/);
+    assert.doesNotMatch(stderr, /wrong-password/);
+  },
+});
+
+integrationTest({
+  name:
+    "an untrusted server certificate stops start-up with exit code 3 and points at MQTT_CA_FILE",
+  async fn() {
+    await using broker = await startBroker({ tls: "server" });
+    await using dir = await tempDir();
+    await using worker = startWorker({
+      ...baseEnv(broker, dir),
+      MQTT_CA_FILE: broker.certificates!.untrustedCaFile,
+    });
+    await expectExit(worker, 3);
+    assert.match(worker.stderrLines().join("\n"), /not trusted.*MQTT_CA_FILE/);
+  },
+});
+
+integrationTest({
+  name: "a refused connection is retried MQTT_CONNECT_ATTEMPTS times, then exit code 3",
+  async fn() {
+    await using broker = await startBroker();
+    await broker.stop();
+    await using dir = await tempDir();
+    await using worker = startWorker({
+      ...baseEnv(broker, dir),
+      MQTT_CONNECT_ATTEMPTS: "2",
+    });
+    await expectExit(worker, 3);
+    const stderr = worker.stderrLines().join("\n");
+    assert.match(stderr, /after 2 attempt\(s\): connection refused/);
+  },
+});
+
+integrationTest({
+  name: "an invalid variable stops start-up with exit code 2 and one line naming it",
+  requires: [],
+  async fn() {
+    await using dir = await tempDir();
+    await using worker = startWorker({
+      MQTT_URL: "mqtt://127.0.0.1:1",
+      DATA_DIR: dir,
+      MQTT_QOS: "3",
+    });
+    await expectExit(worker, 2);
+    assert.deepEqual(worker.stderrLines(), [
+      'gridrelay: MQTT_QOS="3" is invalid: expected 0, 1 or 2',
+    ]);
+  },
+});
+
+integrationTest({
+  name: "malformed payloads reach the dead letters while the worker goes on",
+  async fn() {
+    await using broker = await startBroker();
+    await using dir = await tempDir();
+    await using worker = startWorker(baseEnv(broker, dir));
+    await worker.waitForStderr(SUBSCRIBED);
+    const invalidUtf8 = new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]);
+    await publish(broker.url, [
+      { topic: TOPIC, payload: "{not json" },
+      { topic: TOPIC, payload: invalidUtf8 },
+      { topic: TOPIC, payload: '{"t":1625576100,"r":[{"_d":"calc","x":1},{"_vid":"v","y":2}]}' },
+      { topic: TOPIC, payload: numbered(7) },
+    ]);
+    const lines = await worker.waitForStdoutLines(2);
+    assert.deepEqual(lines.map((line) => JSON.parse(line).time), [
+      "2021-07-06T12:55:00+00:00",
+      timeOf(7),
+    ]);
+    assert.equal(lines[0], '{"time":"2021-07-06T12:55:00+00:00","data":{"v":{"y":2}}}');
+    const deadLetters = await eventually("three dead letters", async () => {
+      const found = await readLines(`${dir}/dead-letter.jsonl`);
+      return found.length >= 3 ? found.map((line) => JSON.parse(line)) : undefined;
+    });
+    assert.equal(deadLetters.length, 3);
+    assert.deepEqual(deadLetters.map((letter) => letter.code), [
+      "invalid_json",
+      "invalid_utf8",
+      "missing_vid",
+    ]);
+    assert.equal(deadLetters[0].payload, "{not json");
+    assert.equal(deadLetters[0].topic, TOPIC);
+    assert.ok(!Number.isNaN(Date.parse(deadLetters[0].received_at)));
+    assert.equal(deadLetters[1].payload_encoding, "base64");
+    assert.equal(deadLetters[1].payload, btoa(String.fromCharCode(...invalidUtf8)));
+    assert.deepEqual(JSON.parse(deadLetters[2].payload), { _d: "calc", x: 1 });
+    assert.match(
+      worker.stderrLines().join("\n"),
+      /Rejected a payload from a\/b827eb2bb2a9\/u\/data/,
+    );
+  },
+});
+
+integrationTest({
+  name: "SIGTERM mid-stream exits 0, and after a restart every QoS 1 message has been delivered",
+  async fn() {
+    await using broker = await startBroker();
+    await using dir = await tempDir();
+    const filePath = `${dir}/readings.jsonl`;
+    const env = { ...baseEnv(broker, dir), SINKS: "file", FILE_PATH: filePath, LOG_LEVEL: "info" };
+    const total = 400;
+    const messages = Array.from(
+      { length: total },
+      (_, i) => ({ topic: TOPIC, payload: numbered(i) }),
+    );
+    {
+      await using worker = startWorker(env);
+      await worker.waitForStderr(SUBSCRIBED);
+      const publishing = publish(broker.url, messages.slice(0, 200));
+      await eventually(
+        "the first records",
+        async () => (await readLines(filePath)).length > 20 || undefined,
+      );
+      worker.kill("SIGTERM");
+      await expectExit(worker, 0);
+      await publishing;
+    }
+    // Published while the worker is away: the broker keeps them in the persistent session.
+    await publish(broker.url, messages.slice(200));
+    await using restarted = startWorker(env);
+    const lines = await allDelivered(filePath, total);
+    const times = new Set(lines.map((line) => JSON.parse(line).time));
+    for (let i = 0; i < total; i++) assert.ok(times.has(timeOf(i)), `record ${i} is missing`);
+    await restarted.stop();
+  },
+});
+
+integrationTest({
+  name: "SIGKILL mid-stream loses nothing: after a restart every message is delivered",
+  async fn() {
+    await using broker = await startBroker();
+    await using dir = await tempDir();
+    const filePath = `${dir}/readings.jsonl`;
+    const env = { ...baseEnv(broker, dir), SINKS: "file", FILE_PATH: filePath, LOG_LEVEL: "info" };
+    const total = 600;
+    const messages = Array.from(
+      { length: total },
+      (_, i) => ({ topic: TOPIC, payload: numbered(i) }),
+    );
+    {
+      await using worker = startWorker(env);
+      await worker.waitForStderr(SUBSCRIBED);
+      const publishing = publish(broker.url, messages);
+      await eventually(
+        "the first records",
+        async () => (await readLines(filePath)).length > 50 || undefined,
+      );
+      worker.kill("SIGKILL");
+      await worker.status;
+      await publishing;
+    }
+    await using restarted = startWorker(env);
+    const lines = await allDelivered(filePath, total);
+    for (const line of lines) JSON.parse(line); // no torn line survives the crash
+    const times = new Set(lines.map((line) => JSON.parse(line).time));
+    for (let i = 0; i < total; i++) assert.ok(times.has(timeOf(i)), `record ${i} is missing`);
+    // Numbers survive digit for digit across the spool and the restart.
+    assert.ok(lines.some((line) => line.includes('"E":18446744073709551000')));
+    await restarted.stop();
+  },
+});
+
+integrationTest({
+  name: "a broker restart: the worker reconnects and goes on",
+  async fn() {
+    await using broker = await startBroker({ persistence: true });
+    await using dir = await tempDir();
+    await using worker = startWorker(baseEnv(broker, dir));
+    await worker.waitForStderr(SUBSCRIBED);
+    await publish(broker.url, [{ topic: TOPIC, payload: numbered(1) }]);
+    await worker.waitForStdoutLines(1);
+    await broker.restart();
+    await worker.waitForStderr(/Connection to .* lost/);
+    await eventually("a second connection", () => {
+      const connects = worker.stderrLines().filter((line) => /Connected to/.test(line));
+      return connects.length >= 2 || undefined;
+    });
+    await publish(broker.url, [{ topic: TOPIC, payload: numbered(2) }]);
+    const lines = await worker.waitForStdoutLines(2);
+    assert.equal(JSON.parse(lines[1]).time, timeOf(2));
+  },
+});
+
+integrationTest({
+  name: "a broker that lost the session: the worker subscribes again and goes on",
+  async fn() {
+    await using broker = await startBroker({ persistence: false });
+    await using dir = await tempDir();
+    await using worker = startWorker(baseEnv(broker, dir));
+    await worker.waitForStderr(SUBSCRIBED);
+    await broker.restart();
+    await worker.waitForStderr(/did not keep the session; subscribing again/);
+    await eventually("a second subscription", () => {
+      const subscribed = worker.stderrLines().filter((line) => SUBSCRIBED.test(line));
+      return subscribed.length >= 2 || undefined;
+    });
+    await publish(broker.url, [{ topic: TOPIC, payload: numbered(3) }]);
+    const [line] = await worker.waitForStdoutLines(1);
+    assert.equal(JSON.parse(line).time, timeOf(3));
+  },
+});
+
+integrationTest({
+  name: "MQTT 5 with a persistent session: messages published while the worker is away arrive",
+  async fn() {
+    await using broker = await startBroker();
+    await using dir = await tempDir();
+    const env = { ...baseEnv(broker, dir), MQTT_PROTOCOL_VERSION: "5" };
+    {
+      await using worker = startWorker(env);
+      await worker.waitForStderr(SUBSCRIBED);
+      assert.equal((await worker.stop()).code, 0);
+    }
+    await publish(broker.url, [{ topic: TOPIC, payload: numbered(5) }], { protocolVersion: 5 });
+    await using worker = startWorker(env);
+    const [line] = await worker.waitForStdoutLines(1);
+    assert.equal(JSON.parse(line).time, timeOf(5));
+  },
+});
+
+integrationTest({
+  name: "MQTT over WebSockets (ws://) delivers records",
+  async fn() {
+    await using broker = await startBroker({ websockets: true });
+    await using dir = await tempDir();
+    await using worker = startWorker({ ...baseEnv(broker, dir), MQTT_URL: broker.wsUrl! });
+    await worker.waitForStderr(SUBSCRIBED);
+    await publish(broker.url, [{ topic: TOPIC, payload: SPEC_PAYLOAD }]);
+    assert.deepEqual(await worker.waitForStdoutLines(1), [SPEC_RECORD]);
+  },
+});
+
+integrationTest({
+  name: "two workers with one client id: the takeover is detected and logged as an error",
+  async fn() {
+    await using broker = await startBroker({ extraConfig: "" });
+    await using dirA = await tempDir();
+    await using dirB = await tempDir();
+    const shared = { MQTT_CLIENT_ID: "gridrelay-twin", MQTT_PROTOCOL_VERSION: "5" };
+    await using first = startWorker({ ...baseEnv(broker, dirA), ...shared });
+    await first.waitForStderr(SUBSCRIBED);
+    await using second = startWorker({ ...baseEnv(broker, dirB), ...shared });
+    await second.waitForStderr(SUBSCRIBED);
+    await first.waitForStderr(/another client is connected with client id gridrelay-twin/);
+  },
+});
