@@ -54,6 +54,8 @@ interface Vendor {
  */
 interface FieldSlot {
   readonly name: string;
+  /** The member that first gave the field: its key is written as spelled there. */
+  readonly first: JsonMember;
   /** The member giving the value; undefined while this reading has set it to null. */
   member: JsonMember | undefined;
   /** The value from earlier readings, restored if this reading ends with null. */
@@ -201,8 +203,8 @@ export function createAmmpTransform(options: AmmpOptions): TransformStage {
       record += (firstVendor ? "" : ",") + vendor.keyText + ":{";
       firstVendor = false;
       let firstField = true;
-      for (const { member } of vendor.fields.values()) {
-        record += (firstField ? "" : ",") + text.slice(member!.keyStart, member!.keyEnd) + ":" +
+      for (const { first, member } of vendor.fields.values()) {
+        record += (firstField ? "" : ",") + text.slice(first.keyStart, first.keyEnd) + ":" +
           jsonText(text, member!.value);
         firstField = false;
       }
@@ -226,7 +228,7 @@ function mergeReading(
     const isNull = member.value.kind === "null";
     let slot = fields.get(name);
     if (slot === undefined) {
-      slot = { name, member: undefined, previous: undefined, reading };
+      slot = { name, first: member, member: undefined, previous: undefined, reading };
       fields.set(name, slot);
     } else if (slot.reading !== reading) {
       slot.previous = slot.member;
