@@ -28,6 +28,7 @@ import { runDeadLetterWriter, runSink } from "./src/delivery.ts";
 import { serveHttp } from "./src/http.ts";
 import { Intake } from "./src/intake.ts";
 import { setupLogging } from "./src/logging.ts";
+import { handleShutdownSignals } from "./src/signals.ts";
 import { createWorkerMetrics, type WorkerMetrics } from "./src/metrics.ts";
 import { createPipeline } from "./src/pipeline.ts";
 import { Spool } from "./src/spool.ts";
@@ -265,22 +266,16 @@ async function main(): Promise<never> {
     format: config.logFormat,
     secrets: [config.mqtt.password, config.sinks.webhookSecret],
   });
-  const controller = new AbortController();
-  const onSignal = (signal: Deno.Signal) => () => {
-    if (controller.signal.aborted) {
-      getLogger(["gridrelay"]).warn("Second {signal}: exiting at once", { signal });
-      Deno.exit(signal === "SIGINT" ? 130 : 143);
-    }
-    getLogger(["gridrelay"]).info("{signal} received", { signal });
-    controller.abort();
-  };
-  Deno.addSignalListener("SIGINT", onSignal("SIGINT"));
-  Deno.addSignalListener("SIGTERM", onSignal("SIGTERM"));
+  const log = getLogger(["gridrelay"]);
+  const signal = handleShutdownSignals({
+    onFirst: (name) => log.info("{signal} received", { signal: name }),
+    onSecond: (name) => log.warn("Second {signal}: exiting at once", { signal: name }),
+  });
   let code: number;
   try {
-    code = await runWorker(config, { signal: controller.signal });
+    code = await runWorker(config, { signal });
   } catch (error) {
-    getLogger(["gridrelay"]).fatal("gridrelay stopped on an unexpected error: {error}", { error });
+    log.fatal("gridrelay stopped on an unexpected error: {error}", { error });
     code = EXIT.failure;
   }
   Deno.exit(code);

@@ -13,6 +13,7 @@ import { createServer } from "node:net";
 import type { AddressInfo } from "node:net";
 import { parseConfig, readEnvironment, runWorker } from "../mod.ts";
 import { setupLogging } from "../src/logging.ts";
+import { handleShutdownSignals } from "../src/signals.ts";
 
 const SITES = ["b827eb2bb2a9", "b827eb91c0d2", "dca632f1e7aa"];
 const DATA_DIR = "./data/demo";
@@ -44,17 +45,10 @@ console.error(
     `demo: press Ctrl-C to stop.`,
 );
 
-const controller = new AbortController();
-let signals = 0;
-const onSignal = () => {
-  if (++signals > 1) Deno.exit(130);
-  controller.abort();
-};
-Deno.addSignalListener("SIGINT", onSignal);
-Deno.addSignalListener("SIGTERM", onSignal);
+const signal = handleShutdownSignals();
 
-const datalogger = startDatalogger(url, controller.signal);
-const code = await runWorker(config, { signal: controller.signal });
+const datalogger = startDatalogger(url, signal);
+const code = await runWorker(config, { signal });
 await datalogger;
 await new Promise<void>((resolve) => broker.close(() => resolve()));
 await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -296,10 +296,11 @@ export class Connector {
   #subscribe(): void {
     const { topics, shareGroup, qos } = this.#options;
     const filters = topics.map((topic) => shareGroup ? `$share/${shareGroup}/${topic}` : topic);
+    const shown = filters.join(", ");
     this.#client!.subscribe(filters, { qos }, (error, granted) => {
       if (error) {
         // The connection went away mid-subscribe; the next CONNACK subscribes again.
-        this.#log.warn("Subscribing to {filters} failed: {error}", { filters, error });
+        this.#log.warn("Subscribing to {filters} failed: {error}", { filters: shown, error });
         return;
       }
       const refused = (granted ?? []).filter((grant) => grant.qos >= 128);
@@ -315,7 +316,7 @@ export class Connector {
         return;
       }
       this.#subscribedOnce = true;
-      this.#log.info("Subscribed to {filters} at QoS {qos}", { filters, qos });
+      this.#log.info("Subscribed to {filters} at QoS {qos}", { filters: shown, qos });
       this.#setReady(true);
       this.#started?.resolve();
       this.#started = undefined;

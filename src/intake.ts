@@ -130,7 +130,7 @@ export class Intake {
       this.#log.warn(
         "Rejected {what} from {topic}: {reason}{suppressed}",
         {
-          what: rejection.index === undefined ? "a payload" : `reading r[${rejection.index}]`,
+          what: rejection.index === undefined ? "a payload" : "a reading",
           topic: message.topic,
           reason: rejection.message,
           code: rejection.reason,

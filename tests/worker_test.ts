@@ -448,3 +448,31 @@ integrationTest({
     await first.waitForStderr(/another client is connected with client id gridrelay-twin/);
   },
 });
+
+integrationTest({
+  name:
+    "a second signal during a long shutdown exits at once; the record stays spooled for the next start",
+  async fn() {
+    await using broker = await startBroker();
+    await using dir = await tempDir();
+    const hanging = new URL("./fixtures/sinks/hanging_sink.ts", import.meta.url).pathname;
+    const env = { ...baseEnv(broker, dir), SINKS: hanging, SHUTDOWN_TIMEOUT_MS: "60000" };
+    {
+      await using worker = startWorker(env);
+      await worker.waitForStderr(SUBSCRIBED);
+      // publish() returns at the PUBACK, which the worker sends only once the record is spooled.
+      await publish(broker.url, [{ topic: TOPIC, payload: numbered(9) }]);
+      worker.kill("SIGTERM");
+      await worker.waitForStderr(/Shutting down/);
+      // Well past the moment in which a repeat counts as the same signal.
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      worker.kill("SIGTERM");
+      await expectExit(worker, 143);
+      assert.match(worker.stderrLines().join("\n"), /Second SIGTERM: exiting at once/);
+    }
+    // The record was spooled before the exit: a worker with a sink that works delivers it.
+    await using next = startWorker({ ...baseEnv(broker, dir), SINKS: "stdout" });
+    const [line] = await next.waitForStdoutLines(1);
+    assert.equal(JSON.parse(line).time, timeOf(9));
+  },
+});

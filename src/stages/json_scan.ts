@@ -228,6 +228,9 @@ class Scanner {
   #dirty = 0;
   /** Set by #string: whether the last string scanned had escapes. */
   #escaped = false;
+  /** Set by #key: where the last key's literal starts and ends. */
+  #keyStart = 0;
+  #keyEnd = 0;
   #failure: Failure | null = null;
 
   constructor(text: string, options: ScanOptions) {
@@ -397,9 +400,6 @@ class Scanner {
       }
     }
   }
-
-  #keyStart = 0;
-  #keyEnd = 0;
 
   /** Scans `"key" :` at i; returns the offset of the value after it, or -1. */
   #key(i: number): number {
