@@ -264,7 +264,11 @@ async function main(): Promise<never> {
   setupLogging({
     level: config.logLevel,
     format: config.logFormat,
-    secrets: [config.mqtt.password, config.sinks.webhookSecret],
+    secrets: [
+      config.mqtt.password,
+      config.sinks.webhookSecret,
+      ...Object.values(config.sinks.webhookHeaders),
+    ],
   });
   const log = getLogger(["gridrelay"]);
   const signal = handleShutdownSignals({

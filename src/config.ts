@@ -60,6 +60,11 @@ export interface SinksConfig {
   readonly fileMaxFiles: number;
   readonly webhookUrl?: string;
   readonly webhookSecret?: string;
+  /** Extra request headers, e.g. `Authorization`; their values are secrets. */
+  readonly webhookHeaders: Readonly<Record<string, string>>;
+  /** Records per request: 1 sends one JSON object, more send a JSON array. */
+  readonly webhookBatchSize: number;
+  readonly webhookTimeoutMs: number;
 }
 
 /**
@@ -119,6 +124,9 @@ export const CONFIG_VARIABLES = [
   "FILE_MAX_FILES",
   "WEBHOOK_URL",
   "WEBHOOK_SECRET",
+  "WEBHOOK_HEADERS",
+  "WEBHOOK_BATCH_SIZE",
+  "WEBHOOK_TIMEOUT_MS",
   "DATA_DIR",
   "DEAD_LETTER_PATH",
   "SPOOL_MAX_BYTES",
@@ -135,6 +143,7 @@ export type ConfigVariable = typeof CONFIG_VARIABLES[number];
 export const SECRET_VARIABLES: ReadonlySet<ConfigVariable> = new Set([
   "MQTT_PASSWORD",
   "WEBHOOK_SECRET",
+  "WEBHOOK_HEADERS",
 ]);
 
 /** The environment as the config sees it: variable name → value. */
@@ -239,6 +248,9 @@ export function parseConfig(env: Environment, options: ParseConfigOptions = {}):
     fileMaxFiles: read.integer("FILE_MAX_FILES", 5, { min: 0 }),
     webhookUrl: read.httpUrl("WEBHOOK_URL"),
     webhookSecret: read.string("WEBHOOK_SECRET"),
+    webhookHeaders: read.headers("WEBHOOK_HEADERS"),
+    webhookBatchSize: read.integer("WEBHOOK_BATCH_SIZE", 1, { min: 1, max: 10000 }),
+    webhookTimeoutMs: read.integer("WEBHOOK_TIMEOUT_MS", 10000, { min: 1 }),
   };
   if (sinks.names.includes("webhook") && sinks.webhookUrl === undefined) {
     throw new ConfigError(
@@ -390,6 +402,30 @@ class Reader {
       this.fail(name, value, "an http:// or https:// URL");
     }
     return value;
+  }
+
+  headers(name: ConfigVariable): Record<string, string> {
+    const value = this.string(name);
+    if (value === undefined) return {};
+    const expected =
+      'a JSON object of header names and string values, e.g. {"Authorization":"Bearer …"}';
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(value);
+    } catch {
+      this.fail(name, value, expected);
+    }
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+      this.fail(name, value, expected);
+    }
+    const headers: Record<string, string> = {};
+    for (const [header, headerValue] of Object.entries(parsed)) {
+      if (typeof headerValue !== "string" || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(header)) {
+        this.fail(name, value, expected);
+      }
+      headers[header] = headerValue;
+    }
+    return headers;
   }
 
   topics(): string[] {

@@ -151,6 +151,11 @@ const INVALID: Array<[string, Environment, RegExp]> = [
     /^WEBHOOK_URL="ftp:\/\/x" is invalid: expected an http:\/\/ or https:\/\/ URL$/,
   ],
   [
+    "WEBHOOK_HEADERS not a JSON object",
+    { ...BROKER, WEBHOOK_HEADERS: "Authorization: Bearer abc" },
+    /^WEBHOOK_HEADERS="\*\*\*" is invalid: expected a JSON object of header names/,
+  ],
+  [
     "STDOUT_FORMAT unknown",
     { ...BROKER, STDOUT_FORMAT: "csv" },
     /^STDOUT_FORMAT="csv" is invalid: expected jsonl, pretty or auto$/,
@@ -216,4 +221,14 @@ Deno.test(".env.example documents every variable, with its default", async () =>
   const fromExample = parseConfig({ ...Object.fromEntries(documented), ...BROKER });
   const builtIn = parseConfig(BROKER);
   assert.deepEqual(fromExample, builtIn);
+});
+
+Deno.test("WEBHOOK_HEADERS is read as a JSON object of headers", () => {
+  const config = parseConfig({
+    ...BROKER,
+    WEBHOOK_HEADERS: '{"Authorization":"Bearer abc","X-Site":"7"}',
+  });
+  assert.deepEqual(config.sinks.webhookHeaders, { Authorization: "Bearer abc", "X-Site": "7" });
+  assert.equal(config.sinks.webhookBatchSize, 1);
+  assert.equal(config.sinks.webhookTimeoutMs, 10000);
 });
