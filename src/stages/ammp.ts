@@ -65,7 +65,11 @@ interface FieldSlot {
 }
 
 /**
- * Builds the `ammp` transform.
+ * Builds the `ammp` transform. An accepted payload always gives exactly one
+ * record, even when every reading was rejected or dropped (`"data":{}`): the
+ * record still says the logger reported at `time`. A field named `__proto__`
+ * starts with `_` and is dropped like any such field; as a vendor id it is
+ * kept like any other.
  *
  * @example
  * ```ts
