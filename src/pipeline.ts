@@ -119,7 +119,7 @@ export function createPipeline(options: PipelineOptions): (message: Message) => 
         ? rejectPayload(
           "too_deep",
           `payload nests deeper than ${maxDepth} levels of objects and arrays (${at}); ` +
-            "flatten it or raise the depth limit",
+            "flatten it or raise MAX_NESTING_DEPTH",
           payload,
         )
         : rejectPayload(

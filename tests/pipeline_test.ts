@@ -469,7 +469,7 @@ Deno.test("rejection messages say what is wrong and what to do", () => {
     [
       '{"t":1625576100,"r":[{},{},{}]}',
       { maxReadings: 2 },
-      '"r" has 3 readings, more than the limit of 2; split the payload or raise the limit',
+      '"r" has 3 readings, more than the limit of 2; split the payload or raise MAX_READINGS',
     ],
     [
       "[1]",
@@ -480,7 +480,7 @@ Deno.test("rejection messages say what is wrong and what to do", () => {
       '{"a":[[1]]}',
       { maxDepth: 2 },
       "payload nests deeper than 2 levels of objects and arrays (at byte 6); " +
-      "flatten it or raise the depth limit",
+      "flatten it or raise MAX_NESTING_DEPTH",
     ],
     [
       '{"t":1625576100,"r":[]}',

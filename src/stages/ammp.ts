@@ -148,7 +148,7 @@ export function createAmmpTransform(options: AmmpOptions): TransformStage {
       return rejectPayload(
         "too_many_readings",
         `"r" has ${readings.length} readings, more than the limit of ${maxReadings}; ` +
-          "split the payload or raise the limit",
+          "split the payload or raise MAX_READINGS",
         payload,
       );
     }
