@@ -111,7 +111,7 @@ export class Intake {
       return {
         records: [],
         rejections: [{
-          reason: "internal_error" as never,
+          reason: "internal_error",
           message: `gridrelay could not process this payload (${error}); please report it`,
           payload: message.payload,
         }],

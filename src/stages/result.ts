@@ -24,7 +24,9 @@ export type RejectionReason =
   | "invalid_time"
   | "invalid_readings"
   | "invalid_reading"
-  | "missing_vid";
+  | "missing_vid"
+  /** Never produced by the stages: the intake's guard if a stage breaks its contract and throws. */
+  | "internal_error";
 
 /**
  * A payload, or one reading of it, that cannot become (part of) a record.
