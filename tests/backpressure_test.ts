@@ -1,0 +1,101 @@
+/**
+ * A full spool pauses intake without hurting the connection: the worker holds
+ * back acknowledgements, the broker keeps the rest in the session, pings keep
+ * flowing, and everything is delivered once the sink recovers.
+ */
+
+import assert from "node:assert/strict";
+import { startBroker } from "./_helpers/broker.ts";
+import { publish } from "./_helpers/mqtt.ts";
+import { integrationTest } from "./_helpers/require.ts";
+import { startWorker } from "./_helpers/worker.ts";
+
+const TOPIC = "a/b827eb2bb2a9/u/data";
+
+function payload(i: number): string {
+  return `{"t":${1625576100 + i},"r":[{"_vid":"dse-1","P":${i},"note":"${"x".repeat(60)}"}]}`;
+}
+
+/** Polls for a condition that has no event to await (a file's contents, a broker log line). */
+async function eventually(
+  what: string,
+  check: () => Promise<boolean> | boolean,
+  timeoutMs = 20_000,
+) {
+  const deadline = Date.now() + timeoutMs;
+  while (!await check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function lineCount(path: string): Promise<number> {
+  try {
+    return (await Deno.readTextFile(path)).split("\n").filter(Boolean).length;
+  } catch {
+    return 0;
+  }
+}
+
+integrationTest({
+  name:
+    "a full spool holds back acknowledgements, keeps the connection alive, and resumes when the sink recovers",
+  async fn() {
+    await using broker = await startBroker();
+    const dir = await Deno.makeTempDir({ prefix: "gridrelay-backpressure-" });
+    try {
+      const gate = `${dir}/gate`;
+      const output = `${dir}/delivered.jsonl`;
+      await using worker = startWorker({
+        MQTT_URL: broker.url,
+        MQTT_CLIENT_ID: "gridrelay-backpressure",
+        MQTT_KEEPALIVE_S: "1",
+        DATA_DIR: `${dir}/data`,
+        SINKS: new URL("./fixtures/sinks/gated_sink.ts", import.meta.url).pathname,
+        SPOOL_MAX_BYTES: "1024",
+        LOG_FORMAT: "json",
+        GATE_FILE: gate,
+        GATED_OUTPUT: output,
+      }, {
+        denoFlags: ["--allow-net", "--allow-read", "--allow-write", "--allow-env", "--allow-sys"],
+      });
+      await worker.waitForStderr(/Subscribed to/);
+
+      const total = 60;
+      await publish(
+        broker.url,
+        Array.from({ length: total }, (_, i) => ({ topic: TOPIC, payload: payload(i) })),
+      );
+      await worker.waitForStderr(/The spool is full/);
+
+      // While paused, the connection stays healthy: the worker keeps pinging (keepalive 1 s).
+      const pingsBefore = broker.log().split("\n").filter((line) =>
+        line.includes("PINGREQ from gridrelay-backpressure")
+      ).length;
+      await eventually(
+        "three more keepalive pings from the paused worker",
+        () =>
+          broker.log().split("\n").filter((line) =>
+            line.includes("PINGREQ from gridrelay-backpressure")
+          ).length >= pingsBefore + 3,
+      );
+      assert.doesNotMatch(worker.stderrLines().join("\n"), /Connection to .* lost/);
+      assert.equal(await lineCount(output), 0);
+
+      // The sink recovers: the spool drains, intake resumes, every message is delivered.
+      await Deno.writeTextFile(gate, "");
+      await eventually(`${total} records delivered`, async () =>
+        await lineCount(output) >= total);
+      await worker.waitForStderr(/The spool has room again/);
+      const times = new Set(
+        (await Deno.readTextFile(output)).split("\n").filter(Boolean).map((line) =>
+          JSON.parse(line).time
+        ),
+      );
+      assert.equal(times.size, total);
+      assert.equal((await worker.stop()).code, 0);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
