@@ -476,3 +476,53 @@ integrationTest({
     assert.equal(JSON.parse(line).time, timeOf(9));
   },
 });
+
+integrationTest({
+  name: "QoS 2: every message is delivered once the worker restarts after a SIGKILL",
+  async fn() {
+    await using broker = await startBroker();
+    await using dir = await tempDir();
+    const filePath = `${dir}/readings.jsonl`;
+    const env = {
+      ...baseEnv(broker, dir),
+      SINKS: "file",
+      FILE_PATH: filePath,
+      LOG_LEVEL: "info",
+      MQTT_QOS: "2",
+    };
+    const total = 300;
+    const messages = Array.from(
+      { length: total },
+      (_, i) => ({ topic: TOPIC, payload: numbered(i), qos: 2 as const }),
+    );
+    {
+      await using worker = startWorker(env);
+      await worker.waitForStderr(SUBSCRIBED);
+      const publishing = publish(broker.url, messages);
+      await eventually(
+        "the first records",
+        async () => (await readLines(filePath)).length > 20 || undefined,
+      );
+      worker.kill("SIGKILL");
+      await worker.status;
+      await publishing;
+    }
+    await using restarted = startWorker(env);
+    const lines = await allDelivered(filePath, total);
+    const times = new Set(lines.map((line) => JSON.parse(line).time));
+    for (let i = 0; i < total; i++) assert.ok(times.has(timeOf(i)), `record ${i} is missing`);
+    await restarted.stop();
+  },
+});
+
+integrationTest({
+  name: "QoS 0 subscriptions deliver records too",
+  async fn() {
+    await using broker = await startBroker();
+    await using dir = await tempDir();
+    await using worker = startWorker({ ...baseEnv(broker, dir), MQTT_QOS: "0" });
+    await worker.waitForStderr(/Subscribed to a\/\+\/u\/data at QoS 0/);
+    await publish(broker.url, [{ topic: TOPIC, payload: SPEC_PAYLOAD, qos: 0 }]);
+    assert.deepEqual(await worker.waitForStdoutLines(1), [SPEC_RECORD]);
+  },
+});
