@@ -460,8 +460,8 @@ integrationTest({
     {
       await using worker = startWorker(env);
       await worker.waitForStderr(SUBSCRIBED);
-      // publish() returns at the PUBACK, which the worker sends only once the record is spooled.
       await publish(broker.url, [{ topic: TOPIC, payload: numbered(9) }]);
+      await worker.waitForStderr(/hanging sink received 1 record/);
       worker.kill("SIGTERM");
       await worker.waitForStderr(/Shutting down/);
       // Well past the moment in which a repeat counts as the same signal.
