@@ -526,3 +526,18 @@ integrationTest({
     assert.deepEqual(await worker.waitForStdoutLines(1), [SPEC_RECORD]);
   },
 });
+
+integrationTest({
+  name: "SIGTERM while the broker is down still shuts down cleanly with exit code 0",
+  async fn() {
+    await using broker = await startBroker();
+    await using dir = await tempDir();
+    await using worker = startWorker(baseEnv(broker, dir));
+    await worker.waitForStderr(SUBSCRIBED);
+    await broker.kill();
+    await worker.waitForStderr(/Connection to .* lost/);
+    worker.kill("SIGTERM");
+    await expectExit(worker, 0);
+    assert.match(worker.stderrLines().join("\n"), /Stopped cleanly/);
+  },
+});
