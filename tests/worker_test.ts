@@ -434,20 +434,27 @@ integrationTest({
   },
 });
 
-integrationTest({
-  name: "two workers with one client id: the takeover is detected and logged as an error",
-  async fn() {
-    await using broker = await startBroker({ extraConfig: "" });
-    await using dirA = await tempDir();
-    await using dirB = await tempDir();
-    const shared = { MQTT_CLIENT_ID: "gridrelay-twin", MQTT_PROTOCOL_VERSION: "5" };
-    await using first = startWorker({ ...baseEnv(broker, dirA), ...shared });
-    await first.waitForStderr(SUBSCRIBED);
-    await using second = startWorker({ ...baseEnv(broker, dirB), ...shared });
-    await second.waitForStderr(SUBSCRIBED);
-    await first.waitForStderr(/another client is connected with client id gridrelay-twin/);
-  },
-});
+for (const version of ["4", "5"]) {
+  integrationTest({
+    name: `two workers with one client id (MQTT ${
+      version === "5" ? "5" : "3.1.1"
+    }): the takeover is detected and logged as an error`,
+    async fn() {
+      await using broker = await startBroker();
+      await using dirA = await tempDir();
+      await using dirB = await tempDir();
+      const shared = { MQTT_CLIENT_ID: "gridrelay-twin", MQTT_PROTOCOL_VERSION: version };
+      await using first = startWorker({ ...baseEnv(broker, dirA), ...shared });
+      await first.waitForStderr(SUBSCRIBED);
+      await using second = startWorker({ ...baseEnv(broker, dirB), ...shared });
+      await second.waitForStderr(SUBSCRIBED);
+      await first.waitForStderr(
+        /another client is connected with client id gridrelay-twin/,
+        30_000,
+      );
+    },
+  });
+}
 
 integrationTest({
   name:
