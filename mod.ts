@@ -27,11 +27,12 @@ import { ConnectError, Connector } from "./src/connector.ts";
 import { runDeadLetterWriter, runSink } from "./src/delivery.ts";
 import { serveHttp } from "./src/http.ts";
 import { Intake } from "./src/intake.ts";
-import { setupLogging } from "./src/logging.ts";
+import { setupLogging, telemetryFromEnvironment } from "./src/logging.ts";
 import { handleShutdownSignals } from "./src/signals.ts";
 import { createWorkerMetrics, type WorkerMetrics } from "./src/metrics.ts";
 import { createPipeline } from "./src/pipeline.ts";
 import { Spool } from "./src/spool.ts";
+import { startSummary } from "./src/summary.ts";
 import { explain, loadTls } from "./src/tls.ts";
 import { createSinks, SinkConfigError } from "./sinks/registry.ts";
 import type { Sink } from "./sinks/sink.ts";
@@ -65,6 +66,8 @@ export interface WorkerOptions {
   /** Sinks to use instead of those `SINKS` names (for composing a worker from code). */
   readonly sinks?: readonly Sink[];
   readonly metrics?: WorkerMetrics;
+  /** How often the summary line is logged; default 60000 (tests shorten it). */
+  readonly summaryIntervalMs?: number;
 }
 
 /** Records handed to a sink in one `write`. */
@@ -89,6 +92,7 @@ const DEAD_LETTER_MAX_FILES = 5;
 export async function runWorker(config: Config, options: WorkerOptions): Promise<number> {
   const log = getLogger(["gridrelay"]);
   const metrics = options.metrics ?? createWorkerMetrics();
+  metrics.startTime.set(Math.floor(performance.timeOrigin) / 1000);
   const owned: Array<() => Promise<void> | void> = [];
   const closeAll = async () => {
     for (const close of owned.reverse()) {
@@ -120,6 +124,18 @@ export async function runWorker(config: Config, options: WorkerOptions): Promise
       maxBytes: config.spoolMaxBytes,
     });
     owned.push(() => spool.close());
+    for (const sink of sinks) {
+      // Every sink's series exists from the start, so rate() and alerts see 0, not "no data".
+      metrics.recordsDelivered.add(0, sink.name);
+      metrics.sinkErrors.add(0, sink.name);
+    }
+    const summary = startSummary({
+      metrics,
+      sinks: sinks.map((sink) => sink.name),
+      pending: (sink) => spool.pending(sink),
+      intervalMs: options.summaryIntervalMs,
+    });
+    owned.push(() => summary.stop());
     const intake = new Intake({ pipeline: createPipeline(config.pipeline), spool, metrics });
 
     const stopSinks = new AbortController();
@@ -167,6 +183,7 @@ export async function runWorker(config: Config, options: WorkerOptions): Promise
         metrics: metrics.registry,
         ready: () => connector.ready,
         beforeScrape: () => {
+          metrics.residentMemory.set(Deno.memoryUsage().rss);
           metrics.spoolBytes.set(spool.bytes);
           for (const sink of sinks) metrics.spoolPending.set(spool.pending(sink.name), sink.name);
         },
@@ -264,6 +281,7 @@ async function main(): Promise<never> {
   setupLogging({
     level: config.logLevel,
     format: config.logFormat,
+    telemetry: telemetryFromEnvironment(),
     secrets: [
       config.mqtt.password,
       config.sinks.webhookSecret,

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
+import { getLogger, type Logger } from "@logtape/logtape";
 import type { Metrics } from "./metrics.ts";
 
 /** Options of {@linkcode serveHttp}. */
@@ -21,6 +21,8 @@ export interface HttpOptions {
 
 /**
  * Starts the server; shut it down with the returned server's `shutdown()`.
+ * Binds `0.0.0.0` unless `hostname` says otherwise; `port: 0` picks a free
+ * port (read it from the server's `addr`).
  *
  * @example
  * ```ts
@@ -52,12 +54,22 @@ export function serveHttp(options: HttpOptions): Deno.HttpServer<Deno.NetAddr> {
           ? new Response("ready\n")
           : new Response("not connected and subscribed to the broker\n", { status: 503 });
       case "/metrics":
-        options.beforeScrape?.();
-        return new Response(options.metrics.render(), {
-          headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
-        });
+        return scrape(options, log);
       default:
         return new Response("not found: try /healthz, /readyz or /metrics\n", { status: 404 });
     }
   });
+}
+
+function scrape(options: HttpOptions, log: Logger): Response {
+  try {
+    options.beforeScrape?.();
+    return new Response(options.metrics.render(), {
+      headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+    });
+  } catch (error) {
+    // A failed refresh (e.g. the spool closing at shutdown) is one failed scrape, not a crash.
+    log.warn("Could not render /metrics: {error}", { error });
+    return new Response(`metrics unavailable: ${(error as Error).message}\n`, { status: 500 });
+  }
 }

@@ -1,8 +1,9 @@
 /**
  * Logging set-up: every log line goes to stderr (stdout carries records only),
  * as JSON Lines or readable text, with every configured secret masked in the
- * rendered line as a last line of defence. Also a small rate limiter for
- * warnings that repeat with every message.
+ * rendered line as a last line of defence. With Deno's OpenTelemetry export on,
+ * lines also go through `console`, which is what Deno exports. Also a small
+ * rate limiter for warnings that repeat with every message.
  * @module
  */
 
@@ -27,6 +28,63 @@ export interface LoggingOptions {
   readonly write?: (line: string) => void;
   /** Whether stderr is a terminal, for `auto`; default asks Deno. */
   readonly isTerminal?: boolean;
+  /**
+   * Set when Deno's OpenTelemetry export is on: how it treats `console` (see
+   * {@linkcode telemetryConsole}). Default: off, lines are written to stderr only.
+   */
+  readonly telemetry?: TelemetryConsole;
+  /** The console lines go through when `telemetry` is set; default the global one. */
+  readonly console?: Pick<Console, "debug" | "info" | "warn" | "error">;
+}
+
+/**
+ * How Deno's OpenTelemetry export treats `console` (`OTEL_DENO_CONSOLE`):
+ * `capture` prints and exports, `replace` only exports.
+ */
+export type TelemetryConsole = "capture" | "replace";
+
+/**
+ * Whether Deno exports `console` output over OTLP, and how: `undefined` unless
+ * `OTEL_DENO=true` and `OTEL_DENO_CONSOLE` is not `ignore`.
+ *
+ * @example
+ * ```ts
+ * telemetryConsole({ OTEL_DENO: "true" }); // "capture"
+ * telemetryConsole({ OTEL_DENO: "true", OTEL_DENO_CONSOLE: "replace" }); // "replace"
+ * telemetryConsole({}); // undefined
+ * ```
+ */
+export function telemetryConsole(
+  env: { readonly OTEL_DENO?: string; readonly OTEL_DENO_CONSOLE?: string },
+): TelemetryConsole | undefined {
+  // Deno turns the export on for exactly "true".
+  if (env.OTEL_DENO !== "true") return undefined;
+  if (env.OTEL_DENO_CONSOLE === "ignore") return undefined;
+  return env.OTEL_DENO_CONSOLE === "replace" ? "replace" : "capture";
+}
+
+/**
+ * {@linkcode telemetryConsole} of this process's environment. A variable the
+ * worker may not read counts as unset.
+ *
+ * @example
+ * ```ts
+ * setupLogging({ level: "info", format: "json", telemetry: telemetryFromEnvironment() });
+ * ```
+ */
+export function telemetryFromEnvironment(): TelemetryConsole | undefined {
+  const read = (name: string) => {
+    try {
+      return Deno.env.get(name);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) return undefined;
+      throw error;
+    }
+  };
+  return telemetryConsole({
+    OTEL_DENO: read("OTEL_DENO"),
+    OTEL_DENO_CONSOLE: read("OTEL_DENO_CONSOLE"),
+  });
 }
 
 /**
@@ -41,10 +99,11 @@ export interface LoggingOptions {
 export function setupLogging(options: LoggingOptions): void {
   const terminal = options.isTerminal ?? Deno.stderr.isTerminal();
   const json = options.format === "json" || (options.format === "auto" && !terminal);
-  const formatter = json ? jsonFormatter() : textFormatter(terminal);
-  const write = options.write ?? writeStderr;
+  // Exported lines keep no colour codes.
+  const formatter = json ? jsonFormatter() : textFormatter(terminal && !options.telemetry);
+  const emit = emitter(options.write ?? writeStderr, options);
   const mask = masker(options.secrets ?? []);
-  const sink: Sink = (record: LogRecord) => write(mask(formatter(record)));
+  const sink: Sink = (record: LogRecord) => emit(record.level, mask(formatter(record)));
   configureSync({
     reset: true,
     sinks: { stderr: sink },
@@ -105,6 +164,45 @@ function textFormatter(colors: boolean): TextFormatter {
     value: "bare" as const,
   };
   return colors ? getAnsiColorFormatter(options) : getTextFormatter(options);
+}
+
+/**
+ * Deno exports what goes through `console`, not what is written to stderr
+ * directly. Under `replace` the line is written as usual and handed to the
+ * console method of its level, which only exports it. Under `capture` the
+ * console also prints, and Deno prints `console.info` and `console.debug` on
+ * stdout, which carries records only: so every line goes through
+ * `console.warn` (or `console.error` for errors), and is exported with
+ * severity WARN; its own level stays in the line.
+ */
+function emitter(
+  write: (line: string) => void,
+  options: LoggingOptions,
+): (level: LogLevelName, line: string) => void {
+  const telemetry = options.telemetry;
+  if (telemetry === undefined) return (_level, line) => write(line);
+  const output = options.console ?? console;
+  const severe = (level: LogLevelName) => level === "error" || level === "fatal";
+  if (telemetry === "capture") {
+    return (level, line) => {
+      if (severe(level)) output.error(withoutNewline(line));
+      else output.warn(withoutNewline(line));
+    };
+  }
+  return (level, line) => {
+    write(line);
+    const text = withoutNewline(line);
+    if (severe(level)) output.error(text);
+    else if (level === "warning") output.warn(text);
+    else if (level === "info") output.info(text);
+    else output.debug(text);
+  };
+}
+
+type LogLevelName = LogRecord["level"];
+
+function withoutNewline(line: string): string {
+  return line.endsWith("\n") ? line.slice(0, -1) : line;
 }
 
 const encoder = new TextEncoder();

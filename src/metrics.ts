@@ -155,15 +155,19 @@ export class Metrics {
           });
           lines.push(`${family.name}_bucket{${base}le="+Inf"} ${series.count}`);
           const labels = family.label ? `{${family.label}="${escapeLabel(labelValue)}"}` : "";
-          lines.push(`${family.name}_sum${labels} ${series.sum}`);
+          lines.push(`${family.name}_sum${labels} ${formatValue(series.sum)}`);
           lines.push(`${family.name}_count${labels} ${series.count}`);
         }
         continue;
       }
+      let samples = 0;
       for (const [labelValue, value] of metric.entries()) {
         const labels = family.label ? `{${family.label}="${escapeLabel(labelValue)}"}` : "";
-        lines.push(`${family.name}${labels} ${value}`);
+        lines.push(`${family.name}${labels} ${formatValue(value)}`);
+        samples++;
       }
+      // An unlabelled series exists from the start, so rate() and alerts see 0, not "no data".
+      if (samples === 0 && !family.label) lines.push(`${family.name} 0`);
     }
     return lines.join("\n") + "\n";
   }
@@ -183,6 +187,14 @@ function escapeLabel(value: string): string {
 
 function escapeHelp(value: string): string {
   return value.replaceAll("\\", "\\\\").replaceAll("\n", "\\n");
+}
+
+/** Prometheus spells the non-finite values `+Inf`, `-Inf` and `NaN`; JavaScript does not. */
+function formatValue(value: number): string {
+  if (Number.isNaN(value)) return "NaN";
+  if (value === Infinity) return "+Inf";
+  if (value === -Infinity) return "-Inf";
+  return String(value);
 }
 
 /** Latency buckets, in seconds, from a millisecond to a minute. */
@@ -246,6 +258,14 @@ export function createWorkerMetrics(registry: Metrics = new Metrics()): WorkerMe
       "gridrelay_dead_letters_total",
       "Lines written to the dead-letter file.",
     ),
+    residentMemory: registry.gauge(
+      "process_resident_memory_bytes",
+      "Resident memory of the worker process, in bytes.",
+    ),
+    startTime: registry.gauge(
+      "process_start_time_seconds",
+      "When the worker process started, in seconds since the Unix epoch.",
+    ),
     deliveryLatency: registry.histogram(
       "gridrelay_delivery_latency_seconds",
       "Time from receipt of a message to delivery of its records, by sink.",
@@ -267,5 +287,9 @@ export interface WorkerMetrics {
   readonly mqttConnected: Gauge;
   readonly mqttReconnects: Counter;
   readonly deadLetters: Counter;
+  /** Set at each scrape (the worker reads `Deno.memoryUsage().rss`). */
+  readonly residentMemory: Gauge;
+  /** Set once at start-up; a change means the process restarted. */
+  readonly startTime: Gauge;
   readonly deliveryLatency: Histogram;
 }
