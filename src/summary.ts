@@ -144,7 +144,7 @@ export function startSummary(options: SummaryOptions): { stop(): void } & Dispos
   const timer = setInterval(() => {
     const after = takeSnapshot(options.metrics, options.sinks);
     const pending = Object.fromEntries(options.sinks.map((sink) => [sink, options.pending(sink)]));
-    log(summarize(before, after, { pending, seconds: Math.round(intervalMs / 1000) }));
+    log(summarize(before, after, { pending, seconds: intervalMs / 1000 }));
     before = after;
   }, intervalMs);
   const stop = () => clearInterval(timer);
