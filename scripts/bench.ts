@@ -1,0 +1,650 @@
+/**
+ * `deno task bench`: gridrelay's throughput against the bare mqtt.js
+ * subscriber, side by side in one run, on a mosquitto it starts itself on
+ * loopback. Prints one table (rates, ratio to the bare subscriber, peak RSS,
+ * latency at a steady rate); `--help` lists the knobs. Not part of the tests.
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { type Broker, startBroker } from "../tests/_helpers/broker.ts";
+import { missingTools } from "../tests/_helpers/require.ts";
+import { freePort } from "../tests/_helpers/ports.ts";
+import type { BareResult } from "../bench/bare_subscriber.ts";
+import {
+  createSessions,
+  publishBacklog,
+  publishSteadily,
+  waitForStoredMessages,
+} from "../bench/load.ts";
+import {
+  type GridrelayProcess,
+  metricValue,
+  processMemory,
+  readProcFile,
+  startGridrelay,
+} from "../bench/gridrelay_process.ts";
+import { startWebhookServer, type WebhookServer } from "../bench/webhook_server.ts";
+
+const REPO_ROOT = new URL("../", import.meta.url);
+const MiB = 2 ** 20;
+
+const HELP = `deno task bench [options]
+
+  --messages N        backlog size (env BENCH_MESSAGES; default 100000)
+  --windows A,B       mosquitto max_inflight_messages values to drain under (default 20,1000)
+  --rows LIST         which drains: bare,file,stdout,webhook (default all)
+  --latency-seconds S steady-rate run for the file sink's latency; 0 skips (default 20)
+  --rate R            messages per second of the steady runs (default 1000)
+  --outage-seconds S  webhook outage at the steady rate, memory sampled; 0 skips (default 60)
+  --cpu-prof DIR      run gridrelay under --cpu-prof, profiles in DIR
+`;
+
+/** Every knob of a run. */
+interface BenchOptions {
+  readonly messages: number;
+  readonly windows: readonly number[];
+  readonly rows: readonly Row[];
+  readonly latencySeconds: number;
+  readonly rate: number;
+  readonly outageSeconds: number;
+  readonly cpuProfileDir?: string;
+}
+
+type Row = "bare" | "file" | "stdout" | "webhook";
+const ROWS: readonly Row[] = ["bare", "file", "stdout", "webhook"];
+
+/** One line of the results table. */
+interface Result {
+  readonly label: string;
+  readonly window: number;
+  readonly row: Row;
+  readonly rate?: number;
+  readonly seconds?: number;
+  readonly peakRss?: number;
+  readonly cpuSeconds?: number;
+  readonly p50?: number;
+  readonly p99?: number;
+  readonly note?: string;
+}
+
+/** Whatever the run started, closed in reverse on the way out, Ctrl-C included. */
+const owned: Array<() => Promise<unknown>> = [];
+
+async function main(): Promise<void> {
+  const options = readOptions();
+  if (!options) {
+    console.log(HELP);
+    return;
+  }
+  const missing = missingTools(["mosquitto"]);
+  if (missing.length > 0) {
+    console.error("deno task bench needs mosquitto on PATH: apt-get install -y mosquitto");
+    Deno.exit(1);
+  }
+  const onInterrupt = async () => {
+    console.error("\nInterrupted: stopping the brokers and workers, removing temp files");
+    await closeOwned();
+    Deno.exit(130);
+  };
+  Deno.addSignalListener("SIGINT", onInterrupt);
+  try {
+    await warmCache();
+    const webhookAvailable = await exists(new URL("sinks/webhook.ts", REPO_ROOT));
+    const results: Result[] = [];
+    for (const window of options.windows) {
+      results.push(...await drainBacklogs(options, window, webhookAvailable));
+    }
+    if (options.latencySeconds > 0) results.push(await steadyLatency(options));
+    await printTable(options, results);
+    if (options.outageSeconds > 0) {
+      if (webhookAvailable) await webhookOutage(options);
+      else console.log("\nWebhook outage: skipped, sinks/webhook.ts does not exist yet.");
+    }
+  } finally {
+    await closeOwned();
+    Deno.removeSignalListener("SIGINT", onInterrupt);
+  }
+}
+
+function readOptions(): BenchOptions | undefined {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      messages: { type: "string" },
+      windows: { type: "string" },
+      rows: { type: "string" },
+      "latency-seconds": { type: "string" },
+      rate: { type: "string" },
+      "outage-seconds": { type: "string" },
+      "cpu-prof": { type: "string" },
+      help: { type: "boolean" },
+    },
+  });
+  if (values.help) return undefined;
+  const number = (name: string, text: string | undefined, fallback: number, min: number) => {
+    if (text === undefined) return fallback;
+    const value = Number(text);
+    if (!Number.isInteger(value) || value < min) {
+      throw new Error(`--${name}=${text} is invalid: expected a whole number of at least ${min}`);
+    }
+    return value;
+  };
+  const rows = (values.rows ?? ROWS.join(",")).split(",").map((row) => row.trim());
+  for (const row of rows) {
+    if (!ROWS.includes(row as Row)) {
+      throw new Error(`--rows lists "${row}": expected some of ${ROWS.join(", ")}`);
+    }
+  }
+  return {
+    messages: number("messages", values.messages ?? Deno.env.get("BENCH_MESSAGES"), 100_000, 1),
+    windows: (values.windows ?? "20,1000").split(",").map((text) => number("windows", text, 0, 0)),
+    rows: rows as Row[],
+    latencySeconds: number("latency-seconds", values["latency-seconds"], 20, 0),
+    rate: number("rate", values.rate, 1000, 1),
+    outageSeconds: number("outage-seconds", values["outage-seconds"], 60, 0),
+    cpuProfileDir: values["cpu-prof"],
+  };
+}
+
+/** Compiles mod.ts and the bare subscriber once, so no run pays for it. */
+async function warmCache(): Promise<void> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "cache",
+      "--config",
+      new URL("deno.json", REPO_ROOT).pathname,
+      new URL("mod.ts", REPO_ROOT).pathname,
+      new URL("bench/bare_subscriber.ts", REPO_ROOT).pathname,
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!output.success) {
+    throw new Error(`deno cache failed:\n${new TextDecoder().decode(output.stderr)}`);
+  }
+}
+
+/** A broker with unlimited queues and the given in-flight window (0 = unlimited). */
+async function benchBroker(window: number): Promise<Broker> {
+  const broker = await startBroker({
+    logTypes: ["error", "warning"],
+    extraConfig: [
+      "max_queued_messages 0",
+      "max_queued_bytes 0",
+      `max_inflight_messages ${window}`,
+      "sys_interval 1",
+    ].join("\n"),
+  });
+  owned.push(() => broker.stop());
+  return broker;
+}
+
+/** Queues the backlog for every row's session under one broker, then drains them in turn. */
+async function drainBacklogs(
+  options: BenchOptions,
+  window: number,
+  webhookAvailable: boolean,
+): Promise<Result[]> {
+  const { messages } = options;
+  console.error(`\n# max_inflight_messages ${window}: queueing ${messages} messages`);
+  const broker = await benchBroker(window);
+  const rows = options.rows.filter((row) => row !== "webhook" || webhookAvailable);
+  const clientId = (row: Row) => `bench-${row}-${window}`;
+  await createSessions(broker.url, rows.map(clientId));
+  const publishSeconds = await publishBacklog(broker.url, {
+    messages,
+    publishers: 4,
+    window: 100,
+  });
+  const stored = await waitForStoredMessages(broker.url, messages, 30_000);
+  console.error(
+    `  published in ${publishSeconds.toFixed(1)} s; the broker holds ${stored} messages`,
+  );
+  const timeoutMs = Math.max(60_000, messages * 5);
+  const results: Result[] = [];
+  for (const row of options.rows) {
+    if (row === "webhook" && !webhookAvailable) {
+      results.push({
+        label: "gridrelay → webhook",
+        window,
+        row,
+        note: "skipped: sinks/webhook.ts does not exist yet",
+      });
+      continue;
+    }
+    const result = row === "bare"
+      ? await drainBare(broker, clientId(row), messages, timeoutMs)
+      : await drainGridrelay(broker, {
+        row,
+        clientId: clientId(row),
+        messages,
+        timeoutMs,
+        options,
+      });
+    const shown = { ...result, window, row };
+    console.error(`  ${describe(shown)}`);
+    results.push(shown);
+  }
+  await broker.stop();
+  return results;
+}
+
+async function drainBare(
+  broker: Broker,
+  clientId: string,
+  messages: number,
+  timeoutMs: number,
+): Promise<Omit<Result, "window" | "row">> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--config",
+      new URL("deno.json", REPO_ROOT).pathname,
+      "--allow-net=127.0.0.1",
+      "--allow-env",
+      new URL("bench/bare_subscriber.ts", REPO_ROOT).pathname,
+      broker.url,
+      clientId,
+      String(messages),
+      String(timeoutMs),
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await lines.read();
+    if (done) break;
+    text += value;
+  }
+  let peakRss = 0;
+  if (text.includes("\n")) peakRss = (await processMemory(child.pid)).peak;
+  await child.stdin.close();
+  await lines.cancel();
+  const status = await child.status;
+  if (!status.success || !text.includes("\n")) {
+    throw new Error(`The bare subscriber failed:\n${await stderr}`);
+  }
+  await stderr;
+  const result = JSON.parse(text) as BareResult;
+  if (result.count !== messages) {
+    throw new Error(`The bare subscriber received ${result.count} messages, not ${messages}`);
+  }
+  const seconds = (result.doneAt - result.connectedAt) / 1000;
+  return {
+    label: "mqtt.js bare subscriber",
+    rate: messages / seconds,
+    seconds,
+    peakRss,
+  };
+}
+
+async function drainGridrelay(
+  broker: Broker,
+  run: {
+    row: Exclude<Row, "bare">;
+    clientId: string;
+    messages: number;
+    timeoutMs: number;
+    options: BenchOptions;
+  },
+): Promise<Omit<Result, "window" | "row">> {
+  const dir = await Deno.makeTempDir({ prefix: "gridrelay-bench-" });
+  let webhook: WebhookServer | undefined;
+  let worker: GridrelayProcess | undefined;
+  const cleanup = async () => {
+    await worker?.stop();
+    await webhook?.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  owned.push(cleanup);
+  try {
+    if (run.row === "webhook") webhook = startWebhookServer();
+    worker = startGridrelay({
+      env: {
+        ...workerEnv(broker, dir, run.clientId),
+        SINKS: run.row,
+        ...(webhook ? { WEBHOOK_URL: webhook.url } : {}),
+      },
+      cpuProfileDir: run.options.cpuProfileDir,
+    });
+    const connectedAt = await worker.waitForLog(/Connected to/, 60_000);
+    const doneAt = await worker.waitForDelivered(run.row, run.messages, {
+      timeoutMs: run.timeoutMs,
+      intervalMs: 20,
+    });
+    const { peak } = await worker.memory();
+    const cpuSeconds = await worker.cpuSeconds();
+    const delivered = await worker.delivered(run.row);
+    if (delivered !== run.messages) {
+      throw new Error(`gridrelay delivered ${delivered} records, not ${run.messages}`);
+    }
+    const code = await worker.stop();
+    if (code !== 0) throw new Error(`gridrelay exited with ${code}:\n${worker.logTail()}`);
+    if (run.row === "file") {
+      const lines = await countLines(`${dir}/readings.jsonl`);
+      if (lines !== run.messages) {
+        throw new Error(`The file sink wrote ${lines} lines, not ${run.messages}`);
+      }
+    }
+    const seconds = (doneAt - connectedAt) / 1000;
+    return {
+      label: `gridrelay → ${run.row === "stdout" ? "stdout (/dev/null)" : run.row}`,
+      rate: run.messages / seconds,
+      seconds,
+      peakRss: peak,
+      cpuSeconds,
+    };
+  } finally {
+    owned.splice(owned.indexOf(cleanup), 1);
+    await cleanup();
+  }
+}
+
+function workerEnv(broker: Broker, dir: string, clientId: string): Record<string, string> {
+  return {
+    MQTT_URL: broker.url,
+    MQTT_CLIENT_ID: clientId,
+    MQTT_TOPICS: "a/+/u/data",
+    DATA_DIR: `${dir}/data`,
+    FILE_PATH: `${dir}/readings.jsonl`,
+    STDOUT_FORMAT: "jsonl",
+    LOG_FORMAT: "json",
+    LOG_LEVEL: "info",
+    HTTP_PORT: String(freePort()),
+  };
+}
+
+/**
+ * The file sink at a steady rate: p50 and p99 of receipt-to-delivery from
+ * `gridrelay_delivery_latency_seconds`, counting only what was published
+ * after a warm-up second.
+ */
+async function steadyLatency(options: BenchOptions): Promise<Result> {
+  const window = Math.max(...options.windows);
+  console.error(`\n# steady ${options.rate} msg/s for ${options.latencySeconds} s, file sink`);
+  const broker = await benchBroker(window);
+  const dir = await Deno.makeTempDir({ prefix: "gridrelay-bench-" });
+  let worker: GridrelayProcess | undefined;
+  const cleanup = async () => {
+    await worker?.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  owned.push(cleanup);
+  try {
+    worker = startGridrelay({
+      env: { ...workerEnv(broker, dir, "bench-latency"), SINKS: "file" },
+      cpuProfileDir: options.cpuProfileDir,
+    });
+    await worker.waitForLog(/Subscribed to/, 60_000);
+    const warmup = await publishSteadily(broker.url, {
+      rate: options.rate,
+      seconds: 1,
+      firstIndex: 0,
+    });
+    await worker.waitForDelivered("file", warmup, { timeoutMs: 30_000, intervalMs: 20 });
+    const before = latencyBuckets(await worker.metrics(), "file");
+    const sent = await publishSteadily(broker.url, {
+      rate: options.rate,
+      seconds: options.latencySeconds,
+      firstIndex: warmup,
+    });
+    await worker.waitForDelivered("file", warmup + sent, { timeoutMs: 60_000, intervalMs: 20 });
+    const after = latencyBuckets(await worker.metrics(), "file");
+    const { peak } = await worker.memory();
+    const buckets = after.map(([bound, count], i) => [bound, count - before[i][1]] as const);
+    const result: Result = {
+      label: `gridrelay → file, steady ${options.rate} msg/s`,
+      window,
+      row: "file",
+      rate: options.rate,
+      peakRss: peak,
+      p50: histogramQuantile(0.5, buckets),
+      p99: histogramQuantile(0.99, buckets),
+    };
+    console.error(`  ${describe(result)}`);
+    return result;
+  } finally {
+    owned.splice(owned.indexOf(cleanup), 1);
+    await cleanup();
+    await broker.stop();
+  }
+}
+
+/**
+ * A webhook outage at the steady rate: the webhook answers 503 while records
+ * wait in the spool; resident memory is sampled every 5 s, then the webhook
+ * recovers and the backlog drains.
+ */
+async function webhookOutage(options: BenchOptions): Promise<void> {
+  const window = Math.max(...options.windows);
+  const seconds = options.outageSeconds;
+  console.error(`\n# webhook outage: ${seconds} s at ${options.rate} msg/s`);
+  const broker = await benchBroker(window);
+  const dir = await Deno.makeTempDir({ prefix: "gridrelay-bench-" });
+  const webhook = startWebhookServer();
+  let worker: GridrelayProcess | undefined;
+  const cleanup = async () => {
+    await worker?.stop();
+    await webhook.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  owned.push(cleanup);
+  try {
+    webhook.failing = true;
+    worker = startGridrelay({
+      env: {
+        ...workerEnv(broker, dir, "bench-outage"),
+        SINKS: "webhook",
+        WEBHOOK_URL: webhook.url,
+      },
+    });
+    await worker.waitForLog(/Subscribed to/, 60_000);
+    const samples: Array<{ at: number; rss: number }> = [];
+    const started = performance.now();
+    const sample = async () => {
+      const { rss } = await worker!.memory();
+      samples.push({ at: (performance.now() - started) / 1000, rss });
+    };
+    await sample();
+    const sampler = setInterval(() => void sample(), 5_000);
+    let sent: number;
+    try {
+      sent = await publishSteadily(broker.url, {
+        rate: options.rate,
+        seconds,
+        firstIndex: 0,
+      });
+    } finally {
+      clearInterval(sampler);
+    }
+    await sample();
+    const pending = metricValue(await worker.metrics(), 'gridrelay_spool_pending{sink="webhook"}');
+    webhook.failing = false;
+    const recoveredAt = Date.now();
+    const doneAt = await worker.waitForDelivered("webhook", sent, {
+      timeoutMs: Math.max(60_000, sent * 5),
+      intervalMs: 20,
+    });
+    const { peak } = await worker.memory();
+    printOutage({
+      seconds,
+      sent,
+      pending,
+      samples,
+      peak,
+      drainSeconds: (doneAt - recoveredAt) / 1000,
+    });
+  } finally {
+    owned.splice(owned.indexOf(cleanup), 1);
+    await cleanup();
+    await broker.stop();
+  }
+}
+
+function printOutage(outage: {
+  seconds: number;
+  sent: number;
+  pending: number;
+  samples: Array<{ at: number; rss: number }>;
+  peak: number;
+  drainSeconds: number;
+}): void {
+  const { samples } = outage;
+  // The first 10 s are start-up (module graph, first batches); the trend is what follows.
+  const steady = samples.filter((entry) => entry.at >= 10);
+  const slope = steady.length >= 2 ? leastSquaresSlope(steady) * 60 / MiB : NaN;
+  console.log(
+    `\nWebhook outage: ${outage.seconds} s at ${outage.sent / outage.seconds} msg/s, ` +
+      `${outage.pending} records waiting in the spool at its end`,
+  );
+  console.log(
+    `  RSS (MiB) every 5 s: ${samples.map((entry) => (entry.rss / MiB).toFixed(0)).join(" ")}`,
+  );
+  console.log(
+    `  trend after the first 10 s: ${slope.toFixed(2)} MiB/min; peak ${
+      (outage.peak / MiB).toFixed(0)
+    } MiB; backlog delivered ${outage.drainSeconds.toFixed(1)} s after the webhook recovered`,
+  );
+}
+
+function leastSquaresSlope(points: Array<{ at: number; rss: number }>): number {
+  const n = points.length;
+  const meanX = points.reduce((sum, p) => sum + p.at, 0) / n;
+  const meanY = points.reduce((sum, p) => sum + p.rss, 0) / n;
+  let num = 0;
+  let den = 0;
+  for (const p of points) {
+    num += (p.at - meanX) * (p.rss - meanY);
+    den += (p.at - meanX) ** 2;
+  }
+  return num / den;
+}
+
+/** `[upper bound, cumulative count]` of one sink's latency histogram, `+Inf` last. */
+function latencyBuckets(metrics: string, sink: string): Array<readonly [number, number]> {
+  const buckets: Array<readonly [number, number]> = [];
+  const pattern = new RegExp(
+    `^gridrelay_delivery_latency_seconds_bucket\\{sink="${sink}",le="([^"]+)"\\} (\\S+)$`,
+    "gm",
+  );
+  for (const match of metrics.matchAll(pattern)) {
+    buckets.push([match[1] === "+Inf" ? Infinity : Number(match[1]), Number(match[2])]);
+  }
+  return buckets;
+}
+
+/** Prometheus's histogram_quantile: linear interpolation inside the bucket holding the rank. */
+function histogramQuantile(q: number, buckets: ReadonlyArray<readonly [number, number]>): number {
+  const total = buckets[buckets.length - 1]?.[1] ?? 0;
+  if (total === 0) return NaN;
+  const rank = q * total;
+  let lower = 0;
+  let below = 0;
+  for (const [bound, count] of buckets) {
+    if (count >= rank) {
+      if (bound === Infinity) return lower;
+      return lower + (bound - lower) * (rank - below) / Math.max(1, count - below);
+    }
+    lower = bound;
+    below = count;
+  }
+  return lower;
+}
+
+function describe(result: Result): string {
+  if (result.note) return `${result.label}: ${result.note}`;
+  const parts = [`${result.label}: ${Math.round(result.rate ?? 0)} msg/s`];
+  if (result.seconds !== undefined) parts.push(`${result.seconds.toFixed(2)} s`);
+  if (result.peakRss !== undefined) parts.push(`peak RSS ${(result.peakRss / MiB).toFixed(0)} MiB`);
+  if (result.cpuSeconds !== undefined) parts.push(`CPU ${result.cpuSeconds.toFixed(1)} s`);
+  if (result.p99 !== undefined) {
+    parts.push(`p50 ${ms(result.p50!)} ms, p99 ${ms(result.p99)} ms`);
+  }
+  return parts.join(", ");
+}
+
+function ms(seconds: number): string {
+  return (seconds * 1000).toFixed(1);
+}
+
+async function printTable(options: BenchOptions, results: Result[]): Promise<void> {
+  const bare = new Map(
+    results.filter((result) => result.row === "bare").map((result) => [result.window, result]),
+  );
+  console.log(`\n${new Date().toISOString().slice(0, 10)} · ${await machine()}`);
+  console.log(
+    `${options.messages} queued QoS 1 messages of about 1 KB; mosquitto ${mosquittoVersion()}, ` +
+      `deno ${Deno.version.deno}\n`,
+  );
+  console.log(
+    "| max_inflight_messages | subscriber | msg/s | × bare | peak RSS | p50 / p99 latency |",
+  );
+  console.log("| --: | :-- | --: | --: | --: | --: |");
+  for (const result of results) {
+    const window = result.window === 0 ? "unlimited" : String(result.window);
+    if (result.note) {
+      console.log(`| ${window} | ${result.label} | — | — | — | ${result.note} |`);
+      continue;
+    }
+    const base = bare.get(result.window);
+    const ratio = result.row !== "bare" && result.p99 === undefined && base?.rate && result.rate
+      ? `${(result.rate / base.rate).toFixed(2)}×`
+      : "";
+    const latency = result.p99 !== undefined ? `${ms(result.p50!)} / ${ms(result.p99)} ms` : "";
+    const rss = result.peakRss ? `${(result.peakRss / MiB).toFixed(0)} MiB` : "";
+    console.log(
+      `| ${window} | ${result.label} | ${
+        Math.round(result.rate ?? 0)
+      } | ${ratio} | ${rss} | ${latency} |`,
+    );
+  }
+}
+
+async function machine(): Promise<string> {
+  const cpuinfo = await readProcFile("/proc/cpuinfo");
+  const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1];
+  const memory = Deno.systemMemoryInfo().total / 2 ** 30;
+  return `${navigator.hardwareConcurrency} cores${model ? ` (${model})` : ""}, ` +
+    `${Math.round(memory)} GiB, ${Deno.build.os} ${Deno.osRelease()}`;
+}
+
+function mosquittoVersion(): string {
+  const output = new Deno.Command("mosquitto", { args: ["-h"], stdout: "piped", stderr: "piped" })
+    .outputSync();
+  const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
+  return /mosquitto version (\S+)/.exec(text)?.[1] ?? "?";
+}
+
+async function countLines(path: string): Promise<number> {
+  const bytes = await Deno.readFile(path);
+  let lines = 0;
+  for (let at = bytes.indexOf(0x0a); at >= 0; at = bytes.indexOf(0x0a, at + 1)) lines++;
+  return lines;
+}
+
+async function exists(url: URL): Promise<boolean> {
+  try {
+    await Deno.stat(url);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+async function closeOwned(): Promise<void> {
+  for (const close of owned.splice(0).reverse()) {
+    try {
+      await close();
+    } catch (error) {
+      console.error(`Cleaning up failed: ${error}`);
+    }
+  }
+}
+
+if (import.meta.main) await main();
