@@ -529,7 +529,10 @@ integrationTest({
       const running = runWorker(config, {
         signal: controller.signal,
         summaryIntervalMs: 200,
-        sinks: [{ name: "memory", write: async (records) => void delivered.push(...records) }],
+        sinks: [{
+          name: "memory",
+          write: (records) => Promise.resolve(void delivered.push(...records)),
+        }],
       });
       await eventually(
         "the subscription",
