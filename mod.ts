@@ -38,7 +38,7 @@ import { createSinks, SinkConfigError } from "./sinks/registry.ts";
 import type { Sink } from "./sinks/sink.ts";
 
 export type { Sink } from "./sinks/sink.ts";
-export { RecordsRefusedError } from "./sinks/sink.ts";
+export { RecordsRefusedError, RetryLaterError } from "./sinks/sink.ts";
 export type { Message, OutputRecord } from "./src/record.ts";
 export { parseRecord, recordText } from "./src/record.ts";
 export { type Config, CONFIG_VARIABLES, ConfigError, parseConfig } from "./src/config.ts";
@@ -114,6 +114,9 @@ export async function runWorker(config: Config, options: WorkerOptions): Promise
       fileMaxFiles: config.sinks.fileMaxFiles,
       webhookUrl: config.sinks.webhookUrl,
       webhookSecret: config.sinks.webhookSecret,
+      webhookHeaders: config.sinks.webhookHeaders,
+      webhookBatchSize: config.sinks.webhookBatchSize,
+      webhookTimeoutMs: config.sinks.webhookTimeoutMs,
     });
     owned.push(async () => {
       for (const sink of sinks) await sink.close?.();

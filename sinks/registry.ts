@@ -10,6 +10,7 @@ import { pathToFileURL } from "node:url";
 import { createFileSink, DEFAULT_FILE_MAX_BYTES, DEFAULT_FILE_MAX_FILES } from "./file.ts";
 import type { Sink } from "./sink.ts";
 import { createStdoutSink, type StdoutFormat, type StdoutOutput } from "./stdout.ts";
+import { createWebhookSink } from "./webhook.ts";
 
 /**
  * Thrown when a configured sink cannot be set up; the message names the
@@ -58,6 +59,12 @@ export interface SinkSettings {
   readonly webhookUrl?: string;
   /** `WEBHOOK_SECRET`. */
   readonly webhookSecret?: string;
+  /** `WEBHOOK_HEADERS`: extra request headers; their values are secrets. */
+  readonly webhookHeaders?: Readonly<Record<string, string>>;
+  /** `WEBHOOK_BATCH_SIZE` (default 1). */
+  readonly webhookBatchSize?: number;
+  /** `WEBHOOK_TIMEOUT_MS` (default 10000). */
+  readonly webhookTimeoutMs?: number;
   /** Where relative module paths start (default the working directory). */
   readonly cwd?: string;
 }
@@ -119,10 +126,25 @@ async function createSink(entry: string, settings: SinkSettings): Promise<Sink> 
         });
       }
     case "webhook":
-      throw new SinkConfigError(
-        entry,
-        "The webhook sink is not available yet in this build; remove webhook from SINKS or use a custom sink module.",
-      );
+      if (settings.webhookUrl === undefined) {
+        throw new SinkConfigError(
+          entry,
+          "WEBHOOK_URL is missing: SINKS includes webhook; set it to an http:// or https:// URL.",
+        );
+      }
+      try {
+        return await createWebhookSink({
+          url: settings.webhookUrl,
+          secret: settings.webhookSecret,
+          headers: settings.webhookHeaders,
+          batchSize: settings.webhookBatchSize,
+          timeoutMs: settings.webhookTimeoutMs,
+        });
+      } catch (error) {
+        throw new SinkConfigError(entry, `The webhook sink cannot start: ${message(error)}.`, {
+          cause: error,
+        });
+      }
   }
   return await loadSinkModule(entry, settings.cwd ?? Deno.cwd());
 }
@@ -193,6 +215,16 @@ function checkSink(candidate: unknown, entry: string, where: string): Sink {
     throw new SinkConfigError(
       entry,
       `The sink from ${where} has no name (a non-empty string naming it in logs, metrics and its spool cursor); ${expected}.`,
+    );
+  }
+  if (
+    sink.batchSize !== undefined &&
+    (typeof sink.batchSize !== "number" || !Number.isSafeInteger(sink.batchSize) ||
+      sink.batchSize < 1)
+  ) {
+    throw new SinkConfigError(
+      entry,
+      `The sink from ${where} has a batchSize that is not a whole number from 1; leave it out or set it to the most records one write takes.`,
     );
   }
   if (sink.close !== undefined && typeof sink.close !== "function") {

@@ -1,6 +1,7 @@
 /**
  * The one small interface every sink implements, built-in or user-written,
- * and the error a sink throws to refuse some records for good.
+ * and the errors a sink throws to refuse some records for good or to ask
+ * for a later retry.
  * @module
  */
 
@@ -25,6 +26,11 @@ export type { OutputRecord };
 export interface Sink {
   /** Names the sink in logs, metrics labels and its spool cursor; unique among configured sinks. */
   readonly name: string;
+  /**
+   * The most records the sink takes in one `write` (a whole number from 1);
+   * the runner never passes more. Unset: the runner's own batch size.
+   */
+  readonly batchSize?: number;
   /**
    * Resolve when the records are accepted (written and flushed, or answered
    * 2xx); throw to have the batch retried. Abort work in flight when `signal`
@@ -69,5 +75,32 @@ export class RecordsRefusedError extends Error {
     super(message, { cause: options.cause });
     this.name = "RecordsRefusedError";
     this.refused = options.refused;
+  }
+}
+
+/** The longest wait a {@linkcode RetryLaterError} can ask for: 5 minutes. */
+export const MAX_RETRY_AFTER_MS = 5 * 60 * 1000;
+
+/**
+ * Thrown by a sink whose destination asked to be left alone for a while
+ * (e.g. HTTP 429 with `Retry-After`): the runner retries the same batch, no
+ * sooner than `retryAfterMs` from now and no sooner than its back-off would.
+ * The wait is capped at {@linkcode MAX_RETRY_AFTER_MS}, so a bad header
+ * cannot park a sink for days.
+ *
+ * @example
+ * ```ts
+ * throw new RetryLaterError("the webhook answered 429 Too Many Requests", { retryAfterMs: 2000 });
+ * ```
+ */
+export class RetryLaterError extends Error {
+  /** How long to wait before the next attempt, from 0 to {@linkcode MAX_RETRY_AFTER_MS}. */
+  readonly retryAfterMs: number;
+
+  constructor(message: string, options: { retryAfterMs: number; cause?: unknown }) {
+    super(message, { cause: options.cause });
+    this.name = "RetryLaterError";
+    const wait = Number.isNaN(options.retryAfterMs) ? 0 : options.retryAfterMs;
+    this.retryAfterMs = Math.min(MAX_RETRY_AFTER_MS, Math.max(0, Math.ceil(wait)));
   }
 }

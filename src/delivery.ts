@@ -8,7 +8,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import { JsonLinesFile } from "../sinks/file.ts";
-import { RecordsRefusedError, type Sink } from "../sinks/sink.ts";
+import { RecordsRefusedError, RetryLaterError, type Sink } from "../sinks/sink.ts";
 import { formatDeadLetter } from "./dead_letter.ts";
 import type { WorkerMetrics } from "./metrics.ts";
 import { type OutputRecord, parseRecord } from "./record.ts";
@@ -36,7 +36,7 @@ const DEAD_LETTER_BATCH_SIZE = 500;
  * ```
  */
 export interface SinkRunnerOptions {
-  /** Most records per `write`. */
+  /** Most records per `write`; a sink's own smaller `batchSize` wins. */
   readonly batchSize: number;
   /** Delays between retries of a failed batch. */
   readonly backoff: BackoffOptions;
@@ -69,7 +69,11 @@ export interface DeliveryControl {
  * aborts and the batch stays in the spool for the next start). Never throws:
  * failures are counted, logged (rate-limited) and retried with back-off.
  * Records the sink refuses with {@linkcode RecordsRefusedError} become dead
- * letters in the same spool transaction that acknowledges the batch.
+ * letters in the same spool transaction that acknowledges the batch. A
+ * {@linkcode RetryLaterError} makes the next attempt wait at least as long
+ * as it asks. A failed batch is retried as the very same records, even when
+ * more have arrived since, so a sink that derives an idempotency key from
+ * its batch sends the same key again.
  *
  * @example
  * ```ts
@@ -89,20 +93,27 @@ export function runSink(
   spool: Spool,
   options: SinkRunnerOptions & DeliveryControl,
 ): Promise<void> {
-  const { metrics, batchSize } = options;
+  const { metrics } = options;
   const name = sink.name;
+  const batchSize = isBatchSize(sink.batchSize)
+    ? Math.min(sink.batchSize, options.batchSize)
+    : options.batchSize;
   const now = options.now ?? Date.now;
   const refusals = new RateLimitedWarning();
+  // The size of the batch in flight until it is acknowledged: its records are the first ones
+  // after the cursor, so reading that many again gives the same batch.
+  let unacknowledged: number | undefined;
   return deliveryLoop<SpooledRecord>({
     target: `sink ${name}`,
     properties: { sink: name },
     spool,
     read: () => {
-      const batch = spool.read(name, batchSize);
+      const batch = spool.read(name, unacknowledged ?? batchSize);
       metrics.spoolPending.set(spool.pending(name), name);
       return batch;
     },
     deliver: async (batch, signal) => {
+      unacknowledged = batch.length;
       const { parsed, invalid } = parseBatch(batch);
       let refused = invalid;
       if (parsed.length > 0) {
@@ -124,6 +135,7 @@ export function runSink(
         })
       );
       spool.acknowledge(name, batch[batch.length - 1].id, { deadLetters });
+      unacknowledged = undefined;
 
       const refusedIds = new Set(refused.map((entry) => entry.spooled.id));
       const deliveredAt = now();
@@ -262,7 +274,10 @@ async function deliveryLoop<T>(
     } catch (error) {
       if (abort.aborted) return;
       destination.onFailure?.();
-      const delayMs = backoffDelay(attempt, backoff);
+      const delayMs = Math.max(
+        backoffDelay(attempt, backoff),
+        error instanceof RetryLaterError ? error.retryAfterMs : 0,
+      );
       attempt++;
       failures.failed(error, { attempt, delayMs });
       await sleep(delayMs, abort);
@@ -321,6 +336,10 @@ class RateLimitedWarning {
     this.#lastLoggedAt = now;
     logger.warn(message, properties);
   }
+}
+
+function isBatchSize(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 1;
 }
 
 interface ParsedEntry {

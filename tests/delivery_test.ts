@@ -4,7 +4,12 @@ import { runDeadLetterWriter, runSink } from "../src/delivery.ts";
 import { createWorkerMetrics, type WorkerMetrics } from "../src/metrics.ts";
 import { recordText } from "../src/record.ts";
 import { Spool } from "../src/spool.ts";
-import { type OutputRecord, RecordsRefusedError, type Sink } from "../sinks/sink.ts";
+import {
+  type OutputRecord,
+  RecordsRefusedError,
+  RetryLaterError,
+  type Sink,
+} from "../sinks/sink.ts";
 
 const TOPIC = "a/b827eb2bb2a9/u/data";
 const BACKOFF = { minMs: 1, maxMs: 4 };
@@ -383,4 +388,86 @@ Deno.test("the dead-letter writer warns and retries until its file can be writte
   } finally {
     resetSync();
   }
+});
+
+Deno.test("a sink's own batchSize caps the records per write", async () => {
+  await withSpool(["webhook"], async ({ spool, stop, run }) => {
+    const sizes: number[] = [];
+    const sink = Object.assign(
+      new TestSink("webhook", (_call, batch) => {
+        sizes.push(batch.length);
+        return Promise.resolve();
+      }),
+      { batchSize: 2 },
+    );
+    append(spool, records(1, 5));
+    stop.abort();
+    await run(sink, 500);
+    assert.deepEqual(sizes, [2, 2, 1]);
+    assert.deepEqual(sink.received, records(1, 5));
+  });
+});
+
+Deno.test("the runner's batch size wins when it is the smaller one", async () => {
+  await withSpool(["big"], async ({ spool, stop, run }) => {
+    const sizes: number[] = [];
+    const sink = Object.assign(
+      new TestSink("big", (_call, batch) => {
+        sizes.push(batch.length);
+        return Promise.resolve();
+      }),
+      { batchSize: 100 },
+    );
+    append(spool, records(1, 5));
+    stop.abort();
+    await run(sink, 3);
+    assert.deepEqual(sizes, [3, 2]);
+  });
+});
+
+Deno.test("a failed batch is retried as the very same records, even when more have arrived", async () => {
+  await withSpool(["webhook"], async ({ spool, stop, run }) => {
+    const batches: string[][] = [];
+    const sink = new TestSink("webhook", (call, batch) => {
+      batches.push(batch.map(recordText));
+      if (call === 1) {
+        append(spool, records(3, 4)); // arrives while the first attempt fails
+        return Promise.reject(new Error("503"));
+      }
+      return Promise.resolve();
+    });
+    append(spool, records(1, 2));
+    const done = run(sink, 10);
+    await sink.until((s) => s.received.length === 4);
+    stop.abort();
+    await done;
+    assert.deepEqual(batches, [records(1, 2), records(1, 2), records(3, 4)]);
+  });
+});
+
+Deno.test("RetryLaterError: the next attempt waits at least as long as it asks", async () => {
+  await withSpool(["limited"], async ({ spool, metrics, stop, run }) => {
+    const attempts: number[] = [];
+    const sink = new TestSink("limited", (call) => {
+      attempts.push(performance.now());
+      if (call === 1) {
+        return Promise.reject(new RetryLaterError("429 Too Many Requests", { retryAfterMs: 300 }));
+      }
+      return Promise.resolve();
+    });
+    append(spool, records(1, 1));
+    stop.abort();
+    await run(sink); // back-off alone would retry within 4 ms
+    assert.equal(attempts.length, 2);
+    assert.ok(attempts[1] - attempts[0] >= 300, `retried after ${attempts[1] - attempts[0]} ms`);
+    assert.equal(metrics.sinkErrors.value("limited"), 1);
+    assert.deepEqual(sink.received, records(1, 1));
+  });
+});
+
+Deno.test("RetryLaterError holds a wait between 0 and five minutes", () => {
+  assert.equal(new RetryLaterError("x", { retryAfterMs: -10 }).retryAfterMs, 0);
+  assert.equal(new RetryLaterError("x", { retryAfterMs: Number.NaN }).retryAfterMs, 0);
+  assert.equal(new RetryLaterError("x", { retryAfterMs: 1e12 }).retryAfterMs, 300_000);
+  assert.equal(new RetryLaterError("x", { retryAfterMs: 1500.2 }).retryAfterMs, 1501);
 });

@@ -119,8 +119,42 @@ Deno.test("the sinks created before a failure are closed", async () => {
   }
 });
 
-Deno.test("webhook is refused as not available yet", async () => {
-  await assertConfigError(["webhook"], /webhook sink is not available yet/);
+Deno.test("webhook is created by name with its settings", async () => {
+  const [sink] = await createSinks(["webhook"], {
+    webhookUrl: "http://127.0.0.1:9/hook",
+    webhookSecret: "s3cret",
+    webhookHeaders: { Authorization: "Bearer abc" },
+    webhookBatchSize: 20,
+    webhookTimeoutMs: 500,
+  });
+  assert.equal(sink.name, "webhook");
+  assert.equal(sink.batchSize, 20);
+});
+
+Deno.test("webhook without WEBHOOK_URL is a SinkConfigError naming it", async () => {
+  await assertConfigError(["webhook"], /WEBHOOK_URL is missing: SINKS includes webhook/);
+});
+
+Deno.test("webhook with an invalid header is a SinkConfigError that hides the value", async () => {
+  await assert.rejects(
+    createSinks(["webhook"], {
+      webhookUrl: "http://127.0.0.1:9/hook",
+      webhookHeaders: { Authorization: "Bearer line\nbreak-s3cret" },
+    }),
+    (error: unknown) => {
+      assert.ok(error instanceof SinkConfigError, String(error));
+      assert.match(error.message, /The webhook sink cannot start: WEBHOOK_HEADERS has an invalid/);
+      assert.doesNotMatch(error.message, /s3cret/);
+      return true;
+    },
+  );
+});
+
+Deno.test("a custom sink whose batchSize is not a whole number from 1 is a SinkConfigError", async () => {
+  await assertConfigError(
+    [fixture("bad_batch_size.ts")],
+    /The sink from \.\/tests\/fixtures\/sinks\/bad_batch_size\.ts .*has a batchSize that is not a whole number from 1/,
+  );
 });
 
 Deno.test("a bare word that is no builtin is an unknown sink", async () => {
