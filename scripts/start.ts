@@ -59,9 +59,10 @@ export class EnvFileError extends Error {
 export function parseEnvFile(
   text: string,
   outer: Readonly<Record<string, string>> = {},
+  name = ENV_FILE,
 ): Record<string, string> {
   const values: Record<string, string> = {};
-  const lookup = (name: string) => outer[name] ?? values[name] ?? "";
+  const lookup = (variable: string) => outer[variable] ?? values[variable] ?? "";
   const lines = text.replace(/^\uFEFF/, "").split(/\r?\n/);
   lines.forEach((raw, index) => {
     const line = raw.trim();
@@ -69,22 +70,22 @@ export function parseEnvFile(
     const match = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*)$/.exec(line);
     if (!match) {
       throw new EnvFileError(
-        `${ENV_FILE} line ${index + 1} is invalid: expected NAME=value, got "${raw.trim()}"`,
+        `${name} line ${index + 1} is invalid: expected NAME=value, got "${raw.trim()}"`,
       );
     }
-    const [, name, rest] = match;
-    values[name] = envValue(rest, lookup, index + 1);
+    const [, variable, rest] = match;
+    values[variable] = envValue(rest, lookup, `${name} line ${index + 1}`);
   });
   return values;
 }
 
-function envValue(rest: string, lookup: (name: string) => string, lineNumber: number): string {
+function envValue(rest: string, lookup: (name: string) => string, where: string): string {
   const quote = rest[0];
   if (quote === "'" || quote === '"') {
     const end = closingQuote(rest, quote);
     if (end === -1) {
       throw new EnvFileError(
-        `${ENV_FILE} line ${lineNumber} is invalid: the value's ${quote} quote is not closed on the same line`,
+        `${where} is invalid: the value's ${quote} quote is not closed on the same line`,
       );
     }
     const inner = rest.slice(1, end);
@@ -180,6 +181,35 @@ function configEnvironment(env: Readonly<Record<string, string | undefined>>): E
   return picked;
 }
 
+/**
+ * The launcher's own arguments: `--compile`, `--output=<path>` (with
+ * `--compile`), `--env-file=<path>` instead of `./.env`; anything else is an
+ * extra permission grant for the worker.
+ *
+ * @example
+ * ```ts
+ * launcherArguments(["--compile", "--env-file=/etc/gridrelay/gridrelay.env"]);
+ * // { compile: true, envFile: "/etc/gridrelay/gridrelay.env", extraFlags: [] }
+ * ```
+ */
+export function launcherArguments(args: readonly string[]): {
+  compile: boolean;
+  output?: string;
+  envFile?: string;
+  extraFlags: string[];
+} {
+  const value = (prefix: string) =>
+    args.findLast((arg) => arg.startsWith(prefix))?.slice(prefix.length);
+  return {
+    compile: args.includes("--compile"),
+    output: value("--output="),
+    envFile: value("--env-file="),
+    extraFlags: args.filter((arg) =>
+      arg !== "--compile" && !arg.startsWith("--output=") && !arg.startsWith("--env-file=")
+    ),
+  };
+}
+
 async function readEnvFile(path: string): Promise<string | undefined> {
   try {
     return await Deno.readTextFile(path);
@@ -208,18 +238,19 @@ function fail(message: string): never {
 }
 
 async function main(): Promise<never> {
-  const args = [...Deno.args];
-  const compile = args.includes("--compile");
-  const output = args.find((arg) => arg.startsWith("--output="))?.slice("--output=".length);
-  const extraFlags = args.filter((arg) => arg !== "--compile" && !arg.startsWith("--output="));
+  const options = launcherArguments(Deno.args);
   const cwd = Deno.cwd();
 
   const real = Deno.env.toObject();
   let env: Record<string, string>;
   try {
-    const text = await readEnvFile(`${cwd}/${ENV_FILE}`);
+    const path = options.envFile ?? `${cwd}/${ENV_FILE}`;
+    const text = await readEnvFile(path);
+    if (text === undefined && options.envFile !== undefined) {
+      fail(`--env-file=${options.envFile} does not exist: expected a file of NAME=value lines`);
+    }
     // The real environment wins over .env.
-    env = { ...(text === undefined ? {} : parseEnvFile(text, real)), ...real };
+    env = { ...(text === undefined ? {} : parseEnvFile(text, real, path)), ...real };
   } catch (error) {
     if (error instanceof EnvFileError) fail(error.message);
     throw error;
@@ -229,8 +260,8 @@ async function main(): Promise<never> {
   try {
     command = workerCommand(env, {
       cwd,
-      extraFlags,
-      compileTo: compile ? (output ?? DEFAULT_OUTPUT) : undefined,
+      extraFlags: options.extraFlags,
+      compileTo: options.compile ? (options.output ?? DEFAULT_OUTPUT) : undefined,
     }).args;
   } catch (error) {
     if (error instanceof ConfigError || error instanceof PermissionFlagError) {

@@ -14,7 +14,7 @@ import {
   RUNTIME_VARIABLES,
   workerPermissions,
 } from "../src/permissions.ts";
-import { EnvFileError, parseEnvFile, workerCommand } from "../scripts/start.ts";
+import { EnvFileError, launcherArguments, parseEnvFile, workerCommand } from "../scripts/start.ts";
 
 const CWD = "/srv/gridrelay";
 
@@ -263,4 +263,27 @@ Deno.test("compiling bakes the same flags into the binary and includes local sin
   assert.equal(compile[compile.indexOf("--include") + 1], "/srv/g/my_sink.ts");
   assert.equal(compile[compile.indexOf("--output") + 1], "/srv/g/dist/gridrelay");
   assert.equal(compile.at(-1), new URL("../mod.ts", import.meta.url).pathname);
+});
+
+Deno.test("the launcher's own arguments are told apart from extra grants for the worker", () => {
+  assert.deepEqual(
+    launcherArguments([
+      "--compile",
+      "--output=bin/gridrelay",
+      "--env-file=/etc/gridrelay/gridrelay.env",
+      "--allow-net=api.example.com",
+    ]),
+    {
+      compile: true,
+      output: "bin/gridrelay",
+      envFile: "/etc/gridrelay/gridrelay.env",
+      extraFlags: ["--allow-net=api.example.com"],
+    },
+  );
+  assert.deepEqual(launcherArguments([]), {
+    compile: false,
+    output: undefined,
+    envFile: undefined,
+    extraFlags: [],
+  });
 });
