@@ -97,3 +97,88 @@ Deno.bench("pipeline ammp (compact)", { group: "compact" }, () => {
 Deno.bench("pipeline raw (compact)", { group: "compact" }, () => {
   raw({ topic, payload: compactBytes, receivedAt: 1625576100123 });
 });
+
+// ---------------------------------------------------------------- hostile shapes (issue #5)
+// Each shape at three sizes, a factor of four apart: time per payload should
+// grow by about four from one size to the next (linear), never by sixteen.
+// These are the shapes tests/pipeline_test.ts checks for correctness at scale.
+
+const hostileOptions: PipelineOptions = {
+  ...options,
+  maxPayloadBytes: 64 * 1024 * 1024,
+  maxReadings: 10_000_000,
+};
+const hostile = createPipeline(hostileOptions);
+
+/** Each shape, and its sizes: the issue's million digits and 100 000 keys or vendors in the middle. */
+const hostileShapes: [string, (n: number) => string, number[]][] = [
+  [
+    "n-digit number",
+    (n) => `{"t":1625576100,"r":[{"_vid":"m","E":${"9".repeat(n)}}]}`,
+    [250_000, 1_000_000, 4_000_000],
+  ],
+  [
+    "one key repeated n times",
+    (n) => `{"t":1625576100,"r":[{"_vid":"m"${',"a":1'.repeat(n)}}]}`,
+    [25_000, 100_000, 400_000],
+  ],
+  [
+    "n vendors",
+    (n) =>
+      `{"t":1625576100,"r":[${Array.from({ length: n }, (_, i) => `{"_vid":${i}}`).join(",")}]}`,
+    [25_000, 100_000, 400_000],
+  ],
+  [
+    "n readings of one vendor",
+    (n) => `{"t":1625576100,"r":[${'{"_vid":"m","a":1},'.repeat(n - 1)}{"_vid":"m"}]}`,
+    [25_000, 100_000, 400_000],
+  ],
+  [
+    "n escapes in a key and a value",
+    (n) => `{"t":1625576100,"r":[{"_vid":"m","${"\\n".repeat(n)}":"${"\\u00e9".repeat(n)}"}]}`,
+    [250_000, 1_000_000, 4_000_000],
+  ],
+];
+
+for (const [shape, make, sizes] of hostileShapes) {
+  for (const n of sizes) {
+    const payload = new TextEncoder().encode(make(n));
+    Deno.bench(`hostile: ${shape}, n = ${n} (${payload.byteLength} bytes)`, {
+      group: `hostile: ${shape}`,
+      baseline: n === sizes[0],
+    }, () => {
+      hostile({ topic, payload, receivedAt: 1625576100123 });
+    });
+  }
+}
+
+// Nesting at the limit: a value nested maxDepth - 3 levels (payload, r and the
+// reading take three), with MAX_NESTING_DEPTH at its largest allowed values.
+for (const maxDepth of [625, 2_500, 10_000]) {
+  const nested = createPipeline({ ...options, maxDepth });
+  const levels = maxDepth - 3;
+  const payload = new TextEncoder().encode(
+    `{"t":1625576100,"r":[{"_vid":"m","a":${"[".repeat(levels)}${"]".repeat(levels)}}]}`,
+  );
+  Deno.bench(`hostile: nesting at MAX_NESTING_DEPTH = ${maxDepth}`, {
+    group: "hostile: nesting at the limit",
+    baseline: maxDepth === 625,
+  }, () => {
+    nested({ topic, payload, receivedAt: 1625576100123 });
+  });
+}
+
+// The default limit, 32 levels, reached many times over in one payload.
+const deepMany = createPipeline({ ...hostileOptions, maxDepth: 32 });
+for (const n of [1_000, 4_000, 16_000]) {
+  const deep = "[".repeat(29) + "]".repeat(29);
+  const payload = new TextEncoder().encode(
+    `{"t":1625576100,"r":[{"_vid":"m","a":[${Array(n).fill(deep).join(",")}]}]}`,
+  );
+  Deno.bench(`hostile: ${n} values nested to the default limit of 32`, {
+    group: "hostile: many values at depth 32",
+    baseline: n === 1_000,
+  }, () => {
+    deepMany({ topic, payload, receivedAt: 1625576100123 });
+  });
+}
