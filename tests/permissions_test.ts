@@ -287,3 +287,12 @@ Deno.test("the launcher's own arguments are told apart from extra grants for the
     extraFlags: [],
   });
 });
+
+Deno.test(".env.example, copied to .env with MQTT_URL set, is read and accepted as it stands", async () => {
+  const text = await Deno.readTextFile(new URL("../.env.example", import.meta.url));
+  const env = parseEnvFile(text.replace(/^MQTT_URL=$/m, "MQTT_URL=mqtts://broker.example.com"));
+  for (const name of CONFIG_VARIABLES) assert.ok(name in env, `${name} is in .env.example`);
+  const { permissions } = workerCommand(env, { cwd: "/srv/g" });
+  assert.deepEqual(permissions.net, ["broker.example.com:8883"]);
+  assert.deepEqual(permissions.write, ["/srv/g/data"]);
+});
