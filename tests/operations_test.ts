@@ -427,8 +427,8 @@ integrationTest({
         stdin: "null",
         stdout: "null",
         stderr: "piped",
-      }).spawn();
-    const worker = run({});
+      });
+    const worker = run({}).spawn();
     const stderr = new Response(worker.stderr).text();
     await eventually("a record from the binary", async () => {
       await publish(broker.url, messages(1));
