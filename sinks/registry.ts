@@ -164,15 +164,19 @@ async function loadSinkModule(entry: string, cwd: string): Promise<Sink> {
   try {
     module = await import(url);
   } catch (error) {
-    throw new SinkConfigError(
-      entry,
-      `Cannot load the sink module ${where}: ${message(error)}. ${
-        url.startsWith("file:")
-          ? `Check the path in SINKS (relative to ${cwd}) and that the worker may read it (--allow-read).`
-          : "Check the URL in SINKS and that the worker may import it (--allow-import)."
-      }`,
-      { cause: error },
-    );
+    const reason = withoutColours(message(error));
+    // Only when the module itself is out of reach is the path the thing to check; a syntax
+    // error, a missing import of its own or a throw at load time are for its author to fix.
+    const unreachable = reason.startsWith(`Module not found "${url}"`) ||
+      error instanceof Deno.errors.NotCapable || /Requires \w+ access/.test(reason);
+    const advice = !unreachable
+      ? "Fix the module (or what it imports) so that it loads."
+      : url.startsWith("file:")
+      ? `Check the path in SINKS (relative to ${cwd}) and that the worker may read it (--allow-read).`
+      : "Check the URL in SINKS and that the worker may import it (--allow-import).";
+    throw new SinkConfigError(entry, `Cannot load the sink module ${where}: ${reason}. ${advice}`, {
+      cause: error,
+    });
   }
   if (!("default" in module) || module.default === undefined) {
     throw new SinkConfigError(
@@ -247,6 +251,12 @@ function moduleUrl(entry: string, cwd: string): string | undefined {
 
 function describe(value: unknown): string {
   return value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;
+}
+
+// Deno colours the locations in some import errors; a log line wants plain text.
+function withoutColours(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(/\x1b\[[0-9;]*m/g, "");
 }
 
 // An error's message without its final period, to be embedded in a sentence.

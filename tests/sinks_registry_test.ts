@@ -78,6 +78,13 @@ Deno.test("a missing module is a SinkConfigError naming its path", async () => {
   );
 });
 
+Deno.test("a module that fails as it loads is a SinkConfigError saying to fix the module", async () => {
+  await assertConfigError(
+    [fixture("failing_module.ts")],
+    /Cannot load the sink module \.\/tests\/fixtures\/sinks\/failing_module\.ts .*: this sink module fails as it loads\. Fix the module/,
+  );
+});
+
 Deno.test("a module without a default export is a SinkConfigError naming its path", async () => {
   await assertConfigError(
     [fixture("no_default.ts")],
