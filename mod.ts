@@ -259,7 +259,7 @@ async function ensureDirectory(variable: string, path: string): Promise<void> {
   } catch (error) {
     throw new ConfigError(
       variable,
-      `${variable}="${path}" cannot be created: ${explain(error, path)}`,
+      `${variable}="${path}" cannot be created: ${explain(error, path, "write")}`,
     );
   }
 }

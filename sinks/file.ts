@@ -336,7 +336,7 @@ export function describeFileError(error: unknown, path: string, action: string):
   const reason = (error instanceof Error ? error.message : String(error)).replace(/\.$/, "");
   if (error instanceof Deno.errors.NotCapable) {
     return new FileAccessError(
-      `Cannot ${action} ${path}: the worker lacks Deno's permission (${reason}); run it with --allow-read=${folder} --allow-write=${folder}.`,
+      `Cannot ${action} ${path}: the worker lacks Deno's permission (${reason}); run it with deno task start, which grants what the configuration needs, or add --allow-read=${folder} --allow-write=${folder} (a compiled binary must be rebuilt with deno task compile).`,
       { cause: error },
     );
   }

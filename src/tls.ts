@@ -104,11 +104,18 @@ async function warnIfReadableByOthers(path: string): Promise<void> {
   }
 }
 
-/** A file-system error as a short sentence, with the permission flag to grant when that is the cause. */
-export function explain(error: unknown, path: string): string {
-  if (error instanceof Deno.errors.NotFound) return "no such file";
-  if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
-    return `permission denied (${error.message}); the worker needs --allow-read=${path}`;
+/**
+ * A file-system error as a short sentence. When Deno's permissions are the
+ * cause it names the flag; `deno task start` grants it by itself for every path
+ * the configuration names, so seeing this means the worker was run another way.
+ */
+export function explain(error: unknown, path: string, access: "read" | "write" = "read"): string {
+  if (error instanceof Deno.errors.NotFound) return "no such file or folder";
+  if (error instanceof Deno.errors.NotCapable) {
+    return `Deno's permissions do not allow it (${error.message}); run the worker with deno task start, which grants what the configuration needs, or add --allow-${access}=${path} (a compiled binary must be rebuilt with deno task compile)`;
+  }
+  if (error instanceof Deno.errors.PermissionDenied) {
+    return `the operating system refused it (${error.message}); check the owner and mode of ${path}`;
   }
   return error instanceof Error ? error.message : String(error);
 }
