@@ -107,6 +107,16 @@ export function createPipeline(options: PipelineOptions): (message: Message) => 
   return (message: Message): PipelineResult => {
     const payload = message.payload;
     const decoded = decodePayload(payload, { maxPayloadBytes });
+    if (!decoded.ok && decoded.reason === "payload_too_large") {
+      // The dead letter keeps a bounded prefix: a whole 100 MB payload, "rejected unread",
+      // would otherwise be copied into memory, the spool and the dead-letter file several times over.
+      const kept = payloadPrefix(payload, maxPayloadBytes);
+      return rejectPayload(
+        decoded.reason,
+        `${decoded.message} (the dead letter keeps its first ${kept.byteLength} bytes)`,
+        kept,
+      );
+    }
     if (!decoded.ok) return rejectPayload(decoded.reason, decoded.message, payload);
     const text = decoded.text;
     if (text.length === 0) {
@@ -131,6 +141,19 @@ export function createPipeline(options: PipelineOptions): (message: Message) => 
     }
     return transform({ text, root: scanned.root, meta: metaOf(message), payload });
   };
+}
+
+/**
+ * A copy of the first `maxBytes` bytes of `payload`, cut back to a UTF-8
+ * character boundary so that a text payload's prefix is still text. A copy,
+ * so the message's large buffer is not kept alive by the rejection.
+ */
+function payloadPrefix(payload: Uint8Array, maxBytes: number): Uint8Array {
+  let end = Math.min(maxBytes, payload.byteLength);
+  // payload[end] is the first byte left out; a continuation byte (10xxxxxx) there means
+  // the character it belongs to started before the cut.
+  for (let back = 0; back < 3 && end > 0 && (payload[end] & 0xc0) === 0x80; back++) end--;
+  return payload.slice(0, end);
 }
 
 function checkOptions(options: PipelineOptions): void {

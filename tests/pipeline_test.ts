@@ -404,7 +404,6 @@ Deno.test("a reading's _vid and _d are their last value when repeated", () => {
 Deno.test("every whole-payload rejection reason, with the original bytes as payload", () => {
   const table: [string | Uint8Array, Partial<PipelineOptions>, string][] = [
     [new Uint8Array([0x7b, 0xff, 0x7d]), {}, "invalid_utf8"],
-    ['{"t":1625576100,"r":[]}', { maxPayloadBytes: 10 }, "payload_too_large"],
     ['{"t":1625576100,"r":[],}', {}, "invalid_json"],
     ["", {}, "invalid_json"],
     ["[1,2]", {}, "not_an_object"],
@@ -429,6 +428,34 @@ Deno.test("every whole-payload rejection reason, with the original bytes as payl
     assert.equal(rejection.payload, bytes, "the payload is the original bytes");
     assert.equal(rejection.index, undefined);
   }
+});
+
+Deno.test("an oversized payload's dead letter keeps only its first MAX_PAYLOAD_BYTES bytes", () => {
+  const payload = encoder.encode('{"t":1625576100,"r":[]}');
+  const rejection = rejectionOf(payload, { maxPayloadBytes: 10 });
+  assert.equal(rejection.reason, "payload_too_large");
+  assert.deepEqual(rejection.payload, encoder.encode('{"t":16255'));
+  assert.equal(rejection.index, undefined);
+});
+
+Deno.test("an oversized payload's kept bytes end on a character boundary, so text stays text", () => {
+  // "é" is 2 bytes and "€" 3: a cut inside either moves back to where it starts.
+  assert.deepEqual(
+    rejectionOf(encoder.encode('"aé"'), { maxPayloadBytes: 3 }).payload,
+    encoder.encode('"a'),
+  );
+  assert.deepEqual(
+    rejectionOf(encoder.encode('"€"'), { maxPayloadBytes: 3 }).payload,
+    encoder.encode('"'),
+  );
+  assert.deepEqual(
+    rejectionOf(encoder.encode('"€"'), { maxPayloadBytes: 4 }).payload,
+    encoder.encode('"€'),
+  );
+  // Continuation bytes with no start byte are not text: the cut moves back at most three bytes.
+  const binary = new Uint8Array([0xff, 0x80, 0x80, 0x80, 0x80]);
+  assert.deepEqual(rejectionOf(binary, { maxPayloadBytes: 4 }).payload, binary.slice(0, 1));
+  assert.deepEqual(rejectionOf(binary.slice(1), { maxPayloadBytes: 3 }).payload, new Uint8Array());
 });
 
 Deno.test("rejection messages say what is wrong and what to do", () => {
@@ -485,7 +512,8 @@ Deno.test("rejection messages say what is wrong and what to do", () => {
     [
       '{"t":1625576100,"r":[]}',
       { maxPayloadBytes: 10 },
-      "payload is 23 bytes, more than MAX_PAYLOAD_BYTES (10); raise MAX_PAYLOAD_BYTES if such payloads are expected",
+      "payload is 23 bytes, more than MAX_PAYLOAD_BYTES (10); raise MAX_PAYLOAD_BYTES if such payloads are expected " +
+      "(the dead letter keeps its first 10 bytes)",
     ],
     [
       new Uint8Array([0x7b, 0xff, 0x7d]),

@@ -46,7 +46,10 @@ export interface Rejection {
   readonly reason: RejectionReason;
   /** For a person: what is wrong and, where useful, what to do. */
   readonly message: string;
-  /** The whole payload's original bytes, or for one reading its own JSON source text. */
+  /**
+   * The whole payload's original bytes (for `payload_too_large`, only its first
+   * `MAX_PAYLOAD_BYTES`), or for one reading its own JSON source text.
+   */
   readonly payload: Uint8Array | string;
   /** For a reading: its index in `r`. */
   readonly index?: number;
