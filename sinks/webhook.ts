@@ -99,6 +99,7 @@ export async function createWebhookSink(options: WebhookSinkOptions): Promise<Si
     url,
     key,
     headers: configuredHeaders(options.headers ?? {}),
+    secrets: secretsOf(options),
     batchSize,
     timeoutMs,
   });
@@ -129,6 +130,8 @@ interface WebhookSinkInit {
   readonly url: URL;
   readonly key?: CryptoKey;
   readonly headers: ReadonlyArray<readonly [string, string]>;
+  /** Texts an answer must not carry into a reason: the signing secret and header values. */
+  readonly secrets: readonly string[];
   readonly batchSize: number;
   readonly timeoutMs: number;
 }
@@ -140,6 +143,7 @@ class WebhookSink implements Sink {
   readonly #endpoint: string;
   readonly #key?: CryptoKey;
   readonly #headers: ReadonlyArray<readonly [string, string]>;
+  readonly #secrets: readonly string[];
   readonly #timeoutMs: number;
 
   constructor(init: WebhookSinkInit) {
@@ -149,6 +153,7 @@ class WebhookSink implements Sink {
     this.#endpoint = describeEndpoint(init.url);
     this.#key = init.key;
     this.#headers = init.headers;
+    this.#secrets = init.secrets;
     this.#timeoutMs = init.timeoutMs;
   }
 
@@ -238,7 +243,9 @@ class WebhookSink implements Sink {
       );
     }
     if (status >= 400 && status <= 499) {
-      const start = await answerStart(response);
+      // An endpoint may echo the credentials it refused; the reason goes to the dead letters.
+      let start = await answerStart(response);
+      for (const secret of this.#secrets) start = start.replaceAll(secret, "***");
       return `HTTP ${answer}${start === "" ? "" : `: ${start}`}`;
     }
     throw new WebhookError(`The webhook ${this.#endpoint} answered ${answer}, which is not HTTP`);
@@ -262,6 +269,16 @@ class WebhookSink implements Sink {
 // query string and all, and this message is logged.
 class WebhookError extends Error {
   override name = "WebhookError";
+}
+
+// Each header value whole and, for values like "Bearer <token>", each longer word of it.
+function secretsOf(options: WebhookSinkOptions): string[] {
+  const secrets = new Set<string>();
+  for (const value of [options.secret ?? "", ...Object.values(options.headers ?? {})]) {
+    for (const part of [value, ...value.split(/\s+/)]) if (part.length >= 6) secrets.add(part);
+  }
+  // Longest first, so a value is masked whole before any word of it.
+  return [...secrets].sort((a, b) => b.length - a.length);
 }
 
 function parseEndpoint(value: string): URL {
