@@ -36,7 +36,7 @@ const DEAD_LETTER_BATCH_SIZE = 500;
  * ```
  */
 export interface SinkRunnerOptions {
-  /** Most records per `write`; a sink's own smaller `batchSize` wins. */
+  /** Most records per `write`, for sinks that do not set their own `batchSize`. */
   readonly batchSize: number;
   /** Delays between retries of a failed batch. */
   readonly backoff: BackoffOptions;
@@ -95,9 +95,7 @@ export function runSink(
 ): Promise<void> {
   const { metrics } = options;
   const name = sink.name;
-  const batchSize = isBatchSize(sink.batchSize)
-    ? Math.min(sink.batchSize, options.batchSize)
-    : options.batchSize;
+  const batchSize = isBatchSize(sink.batchSize) ? sink.batchSize : options.batchSize;
   const now = options.now ?? Date.now;
   const refusals = new RateLimitedWarning();
   // The size of the batch in flight until it is acknowledged: its records are the first ones

@@ -8,6 +8,7 @@ import { parseRecord } from "../src/record.ts";
 import { MAX_RETRY_AFTER_MS, RecordsRefusedError, RetryLaterError } from "../sinks/sink.ts";
 import { createWebhookSink, parseRetryAfter } from "../sinks/webhook.ts";
 import denoJson from "../deno.json" with { type: "json" };
+import { freePort } from "./_helpers/ports.ts";
 
 const SECRET = "whsec-correct-horse";
 const TOKEN = "Bearer tok-9f8e7d6c5b4a";
@@ -79,13 +80,6 @@ async function hexHmac(secret: string, body: Uint8Array<ArrayBuffer>): Promise<s
 
 function toHex(buffer: ArrayBuffer): string {
   return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 const signal = new AbortController().signal;
