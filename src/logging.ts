@@ -100,7 +100,9 @@ export function setupLogging(options: LoggingOptions): void {
   const terminal = options.isTerminal ?? Deno.stderr.isTerminal();
   const json = options.format === "json" || (options.format === "auto" && !terminal);
   // Exported lines keep no colour codes.
-  const formatter = json ? jsonFormatter() : textFormatter(terminal && !options.telemetry);
+  const formatter = json
+    ? jsonFormatter()
+    : unicodeLineBreaksEscaped(textFormatter(terminal && !options.telemetry));
   const emit = emitter(options.write ?? writeStderr, options);
   const mask = masker(options.secrets ?? []);
   const sink: Sink = (record: LogRecord) => emit(record.level, mask(formatter(record)));
@@ -155,6 +157,19 @@ function jsonValue(_key: string, value: unknown): unknown {
   if (value instanceof Error) return `${value.name}: ${value.message}`;
   if (typeof value === "bigint") return value.toString();
   return value;
+}
+
+/**
+ * The text formatter escapes control characters in values, so a topic with a
+ * newline cannot forge a log line; these Unicode line breaks it leaves as they
+ * are, and many log viewers break lines at them too.
+ */
+function unicodeLineBreaksEscaped(format: TextFormatter): TextFormatter {
+  return (record) =>
+    format(record).replace(
+      /[\u0085\u2028\u2029]/g,
+      (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+    );
 }
 
 function textFormatter(colors: boolean): TextFormatter {
