@@ -12,7 +12,11 @@ import { type OutgoingMessage, publish } from "./_helpers/mqtt.ts";
 import { freePort, LOOPBACK } from "./_helpers/ports.ts";
 import { integrationTest } from "./_helpers/require.ts";
 import { startWorker } from "./_helpers/worker.ts";
+import { Intake } from "../src/intake.ts";
+import { resetLogging, setupLogging } from "../src/logging.ts";
+import { createWorkerMetrics } from "../src/metrics.ts";
 import { createPipeline, type PipelineResult } from "../src/pipeline.ts";
+import { Spool } from "../src/spool.ts";
 
 const MESSAGES = 3000;
 const MAX_PAYLOAD_BYTES = 262144;
@@ -332,3 +336,53 @@ function countWhole(results: readonly PipelineResult[]): number {
 function mib(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
+
+// mosquitto refuses topics with control characters, but MQTT allows them and other
+// brokers pass them on: so this one drives the worker's own intake and logging directly.
+Deno.test("a hostile topic cannot forge a log line or send terminal escapes, in pretty logs", async () => {
+  await using dir = await tempDir();
+  const topic =
+    "a/x\n2026-01-01 00:00:00.000 +00:00 [ERR] gridrelay: forged\r\u001b[2J\u2028/u/data";
+  for (const isTerminal of [false, true]) {
+    const lines: string[] = [];
+    setupLogging({
+      level: "debug",
+      format: "pretty",
+      isTerminal,
+      write: (line) => lines.push(line),
+    });
+    const spool = Spool.open({
+      path: `${dir}/spool-${isTerminal}.db`,
+      sinks: ["stdout"],
+      maxBytes: 1 << 20,
+    });
+    try {
+      const intake = new Intake({
+        pipeline: createPipeline({
+          transform: "ammp",
+          missingVid: "reject",
+          maxPayloadBytes: MAX_PAYLOAD_BYTES,
+          maxDepth: 32,
+          maxReadings: 10000,
+          recordMeta: ["topic"],
+          topicNodeLevel: 1,
+        }),
+        spool,
+        metrics: createWorkerMetrics(),
+      });
+      await intake.accept({ topic, payload: encoder.encode("not json"), receivedAt: Date.now() });
+      await intake.close();
+    } finally {
+      spool.close();
+      resetLogging();
+    }
+    const warning = lines.find((line) => line.includes("Rejected a payload"));
+    assert.ok(warning, lines.join(""));
+    // One log call, one line: the topic's newline and carriage return are written escaped.
+    assert.equal(warning.indexOf("\n"), warning.length - 1, JSON.stringify(warning));
+    assert.ok(!/[\r\u0085\u2028\u2029]/.test(warning), JSON.stringify(warning));
+    // The formatter's own colours are the only escape sequences; the topic's is written as text.
+    assert.ok(!warning.includes("\u001b[2J"), JSON.stringify(warning));
+    if (!isTerminal) assert.ok(!warning.includes("\u001b"), JSON.stringify(warning));
+  }
+});
