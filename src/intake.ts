@@ -1,9 +1,10 @@
 /**
  * The hand-off from the connector to the spool: runs the pipeline over each
  * message, logs and counts its rejections, and appends what came out to the
- * spool in one transaction per burst of messages (group commit). Each
- * message's promise resolves only once its records and dead letters are
- * durable, and that is when the connector acknowledges it.
+ * spool in one transaction per burst of messages. Each message's promise
+ * resolves only once its records and dead letters are durable, and that is
+ * when the connector acknowledges it. Group commit: while one sync to disk
+ * runs, the messages that arrive meanwhile queue up for the next one.
  * @module
  */
 
@@ -30,6 +31,7 @@ export interface IntakeOptions {
 interface Pending {
   readonly entry: SpoolEntry;
   readonly resolve: () => void;
+  readonly reject: (error: Error) => void;
 }
 
 /**
@@ -62,7 +64,10 @@ export class Intake {
     return this.#queue.length;
   }
 
-  /** Runs the pipeline over `message`; resolves when the outcome is durable. */
+  /**
+   * Runs the pipeline over `message`; resolves when the outcome is durable.
+   * Rejects only when the disk failed to sync it: then it must not be acknowledged.
+   */
   accept(message: Message): Promise<void> {
     this.#options.metrics.messagesReceived.add();
     const result = this.#run(message);
@@ -82,7 +87,9 @@ export class Intake {
       receivedAt: message.receivedAt,
       topic: message.topic,
     };
-    const durable = new Promise<void>((resolve) => this.#queue.push({ entry, resolve }));
+    const durable = new Promise<void>((resolve, reject) =>
+      this.#queue.push({ entry, resolve, reject })
+    );
     this.#schedule();
     return durable;
   }
@@ -174,8 +181,12 @@ export class Intake {
     const { spool } = this.#options;
     const maxBatch = this.#options.maxBatch ?? 1000;
     let failures = 0;
+    // Appended, not yet synced: one sync at the end covers them all.
+    let committed: Pending[] = [];
     while (this.#queue.length > 0) {
       if (spool.full) {
+        await this.#settle(committed);
+        committed = [];
         if (this.#closing.signal.aborted) return;
         this.#reportFull(true);
         await spool.changed(this.#closing.signal);
@@ -192,13 +203,33 @@ export class Intake {
           "Could not write {count} message(s) to the spool: {error}; trying again in {seconds} s",
           { count: batch.length, error, seconds: (delay / 1000).toFixed(1) },
         );
+        await this.#settle(committed);
+        committed = [];
         if (!await sleep(delay, this.#closing.signal)) return;
         continue;
       }
       failures = 0;
       this.#queue.splice(0, batch.length);
-      for (const pending of batch) pending.resolve();
+      committed = committed.length === 0 ? batch : committed.concat(batch);
     }
+    await this.#settle(committed);
+  }
+
+  /** Waits until `committed` is on disk, then lets the connector acknowledge it. */
+  async #settle(committed: readonly Pending[]): Promise<void> {
+    if (committed.length === 0) return;
+    try {
+      await this.#options.spool.sync();
+    } catch (error) {
+      this.#log.error(
+        "Could not make {count} message(s) durable: syncing the spool to disk failed ({error}); they stay unacknowledged and the broker sends them again",
+        { count: committed.length, error },
+      );
+      const failure = error instanceof Error ? error : new Error(String(error));
+      for (const pending of committed) pending.reject(failure);
+      return;
+    }
+    for (const pending of committed) pending.resolve();
   }
 
   #reportFull(full: boolean): void {
