@@ -20,6 +20,7 @@ import {
 import {
   type GridrelayProcess,
   metricValue,
+  processCpuSeconds,
   processMemory,
   readProcFile,
   startGridrelay,
@@ -63,6 +64,8 @@ interface Result {
   readonly seconds?: number;
   readonly peakRss?: number;
   readonly cpuSeconds?: number;
+  /** CPU seconds mosquitto used meanwhile. */
+  readonly brokerCpuSeconds?: number;
   readonly p50?: number;
   readonly p99?: number;
   readonly note?: string;
@@ -213,6 +216,8 @@ async function drainBacklogs(
       });
       continue;
     }
+    const brokerPid = await mosquittoPid(broker);
+    const brokerCpu = await processCpuSeconds(brokerPid);
     const result = row === "bare"
       ? await drainBare(broker, clientId(row), messages, timeoutMs)
       : await drainGridrelay(broker, {
@@ -222,7 +227,8 @@ async function drainBacklogs(
         timeoutMs,
         options,
       });
-    const shown = { ...result, window, row };
+    const brokerCpuSeconds = await processCpuSeconds(brokerPid) - brokerCpu;
+    const shown = { ...result, brokerCpuSeconds, window, row };
     console.error(`  ${describe(shown)}`);
     results.push(shown);
   }
@@ -262,7 +268,11 @@ async function drainBare(
     text += value;
   }
   let peakRss = 0;
-  if (text.includes("\n")) peakRss = (await processMemory(child.pid)).peak;
+  let cpuSeconds = 0;
+  if (text.includes("\n")) {
+    peakRss = (await processMemory(child.pid)).peak;
+    cpuSeconds = await processCpuSeconds(child.pid);
+  }
   await child.stdin.close();
   await lines.cancel();
   const status = await child.status;
@@ -280,6 +290,7 @@ async function drainBare(
     rate: messages / seconds,
     seconds,
     peakRss,
+    cpuSeconds,
   };
 }
 
@@ -561,7 +572,10 @@ function describe(result: Result): string {
   const parts = [`${result.label}: ${Math.round(result.rate ?? 0)} msg/s`];
   if (result.seconds !== undefined) parts.push(`${result.seconds.toFixed(2)} s`);
   if (result.peakRss !== undefined) parts.push(`peak RSS ${(result.peakRss / MiB).toFixed(0)} MiB`);
-  if (result.cpuSeconds !== undefined) parts.push(`CPU ${result.cpuSeconds.toFixed(1)} s`);
+  if (result.cpuSeconds !== undefined) parts.push(`CPU ${result.cpuSeconds.toFixed(2)} s`);
+  if (result.brokerCpuSeconds !== undefined) {
+    parts.push(`mosquitto CPU ${result.brokerCpuSeconds.toFixed(2)} s`);
+  }
   if (result.p99 !== undefined) {
     parts.push(`p50 ${ms(result.p50!)} ms, p99 ${ms(result.p99)} ms`);
   }
@@ -618,6 +632,17 @@ function mosquittoVersion(): string {
     .outputSync();
   const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
   return /mosquitto version (\S+)/.exec(text)?.[1] ?? "?";
+}
+
+/** The broker helper does not expose its process id; its config file names it uniquely. */
+async function mosquittoPid(broker: Broker): Promise<number> {
+  const output = await new Deno.Command("pgrep", {
+    args: ["-f", `mosquitto -c ${broker.configFile}`],
+    stdout: "piped",
+  }).output();
+  const pid = Number(new TextDecoder().decode(output.stdout).trim().split("\n")[0]);
+  if (!(pid > 0)) throw new Error(`Cannot find the process of the mosquitto at ${broker.url}`);
+  return pid;
 }
 
 async function countLines(path: string): Promise<number> {

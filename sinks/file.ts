@@ -266,6 +266,12 @@ class FileSink implements Sink {
     await this.#file.append(records.map(recordText));
   }
 
+  // What the sink runner calls: the spooled texts are the lines, with nothing to parse.
+  async writeTexts(texts: string[], signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
+    await this.#file.append(texts);
+  }
+
   close(): Promise<void> {
     return this.#file.close();
   }

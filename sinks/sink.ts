@@ -37,6 +37,13 @@ export interface Sink {
    * aborts: the batch then stays in the spool for the next start.
    */
   write(records: OutputRecord[], signal: AbortSignal): Promise<void>;
+  /**
+   * Optional, for sinks that only serialise records: takes the batch as
+   * record texts (each one JSON object on one line, numbers digit for digit
+   * as received) and is called instead of `write`, which spares parsing every
+   * record. The same contract as `write` otherwise; refusals index `texts`.
+   */
+  writeTexts?(texts: string[], signal: AbortSignal): Promise<void>;
   /** Flushes and releases resources on shutdown. */
   close?(): Promise<void>;
 }

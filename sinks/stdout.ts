@@ -70,13 +70,24 @@ export function createStdoutSink(options: StdoutSinkOptions): Sink {
   const format = pretty
     ? (record: OutputRecord) => JSON.stringify(record, null, 2) + "\n"
     : (record: OutputRecord) => recordText(record) + "\n";
-  return {
+  const writeAll = async (bytes: Uint8Array) => {
+    let written = 0;
+    while (written < bytes.length) written += await output.write(bytes.subarray(written));
+  };
+  const sink: Sink = {
     name: "stdout",
     async write(records: OutputRecord[], signal: AbortSignal): Promise<void> {
       signal.throwIfAborted();
-      const bytes = encoder.encode(records.map(format).join(""));
-      let written = 0;
-      while (written < bytes.length) written += await output.write(bytes.subarray(written));
+      await writeAll(encoder.encode(records.map(format).join("")));
+    },
+  };
+  if (pretty) return sink;
+  return {
+    ...sink,
+    // What the sink runner calls for jsonl: the spooled texts are the lines, with nothing to parse.
+    async writeTexts(texts: string[], signal: AbortSignal): Promise<void> {
+      signal.throwIfAborted();
+      if (texts.length > 0) await writeAll(encoder.encode(texts.join("\n") + "\n"));
     },
   };
 }

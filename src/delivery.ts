@@ -112,14 +112,24 @@ export function runSink(
     },
     deliver: async (batch, signal) => {
       unacknowledged = batch.length;
-      const { parsed, invalid } = parseBatch(batch);
+      // A sink that takes record texts gets the spooled lines as they are: nothing to parse.
+      const texts = sink.writeTexts !== undefined;
+      const { delivered, records, invalid } = texts
+        ? { delivered: batch, records: [], invalid: [] }
+        : parseBatch(batch);
       let refused = invalid;
-      if (parsed.length > 0) {
+      if (delivered.length > 0) {
         try {
-          await untilAborted(() => sink.write(parsed.map((entry) => entry.record), signal), signal);
+          await untilAborted(
+            () =>
+              texts
+                ? sink.writeTexts!(delivered.map((spooled) => spooled.text), signal)
+                : sink.write(records, signal),
+            signal,
+          );
         } catch (error) {
           if (!(error instanceof RecordsRefusedError) || signal.aborted) throw error;
-          refused = [...invalid, ...refusedEntries(error, parsed, name)];
+          refused = [...invalid, ...refusedEntries(error, delivered, name)];
         }
       }
       const deadLetters = refused.map(({ spooled, reason, code }) =>
@@ -340,11 +350,6 @@ function isBatchSize(value: unknown): value is number {
   return typeof value === "number" && Number.isSafeInteger(value) && value >= 1;
 }
 
-interface ParsedEntry {
-  readonly spooled: SpooledRecord;
-  readonly record: OutputRecord;
-}
-
 interface RefusedEntry {
   readonly spooled: SpooledRecord;
   readonly reason: string;
@@ -353,14 +358,18 @@ interface RefusedEntry {
 
 // A spooled text that does not parse cannot be delivered by any retry: it is dead-lettered.
 function parseBatch(batch: readonly SpooledRecord[]): {
-  parsed: ParsedEntry[];
+  /** The spooled records that parsed, and what they parsed to, index for index. */
+  delivered: SpooledRecord[];
+  records: OutputRecord[];
   invalid: RefusedEntry[];
 } {
-  const parsed: ParsedEntry[] = [];
+  const delivered: SpooledRecord[] = [];
+  const records: OutputRecord[] = [];
   const invalid: RefusedEntry[] = [];
   for (const spooled of batch) {
     try {
-      parsed.push({ spooled, record: parseRecord(spooled.text) });
+      records.push(parseRecord(spooled.text));
+      delivered.push(spooled);
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       invalid.push({
@@ -370,28 +379,28 @@ function parseBatch(batch: readonly SpooledRecord[]): {
       });
     }
   }
-  return { parsed, invalid };
+  return { delivered, records, invalid };
 }
 
 function refusedEntries(
   error: RecordsRefusedError,
-  parsed: readonly ParsedEntry[],
+  delivered: readonly SpooledRecord[],
   sink: string,
 ): RefusedEntry[] {
   const byIndex = new Map<number, string>();
   for (const { index, reason } of error.refused) {
-    if (Number.isInteger(index) && index >= 0 && index < parsed.length) {
+    if (Number.isInteger(index) && index >= 0 && index < delivered.length) {
       if (!byIndex.has(index)) byIndex.set(index, String(reason));
     } else {
       logger.warn("Sink {sink} refused record index {index}, outside its batch of {size}", {
         sink,
         index,
-        size: parsed.length,
+        size: delivered.length,
       });
     }
   }
   return [...byIndex].sort(([a], [b]) => a - b).map(([index, reason]) => ({
-    spooled: parsed[index].spooled,
+    spooled: delivered[index],
     reason,
     code: "sink_refused",
   }));
