@@ -21,6 +21,7 @@ export const DEFAULT_FILE_MAX_FILES = 5;
 const NEWLINE = 0x0a;
 const TAIL_CHUNK_BYTES = 64 * 1024;
 const encoder = new TextEncoder();
+const MAX_KEPT_BUFFER_BYTES = 4 * 2 ** 20;
 
 /**
  * Rotation limits of a {@linkcode JsonLinesFile}.
@@ -58,6 +59,7 @@ export class JsonLinesFile {
   #file?: Deno.FsFile;
   #size = 0;
   #queue: Promise<unknown> = Promise.resolve();
+  #buffer = new Uint8Array(0);
 
   constructor(path: string, options: RotationOptions = {}) {
     const maxBytes = options.maxBytes ?? DEFAULT_FILE_MAX_BYTES;
@@ -109,7 +111,7 @@ export class JsonLinesFile {
    */
   append(lines: readonly string[]): Promise<void> {
     if (lines.length === 0) return Promise.resolve();
-    return this.#serialised(() => this.#append(encoder.encode(lines.join("\n") + "\n")));
+    return this.#serialised(() => this.#append(this.#encode(lines)));
   }
 
   /**
@@ -126,6 +128,27 @@ export class JsonLinesFile {
       this.#file = undefined;
       return Promise.resolve();
     });
+  }
+
+  // Lines encoded into one buffer that is reused from batch to batch (calls are serialised):
+  // joining a batch into one string first would make a large short-lived string per batch.
+  #encode(lines: readonly string[]): Uint8Array {
+    let buffer = this.#buffer;
+    let offset = 0;
+    for (const line of lines) {
+      // A UTF-16 code unit takes at most 3 bytes in UTF-8; plus the newline.
+      const most = line.length * 3 + 1;
+      if (buffer.length - offset < most) {
+        const grown = new Uint8Array(Math.max(buffer.length * 2, offset + most));
+        grown.set(buffer.subarray(0, offset));
+        buffer = grown;
+      }
+      offset += encoder.encodeInto(line, buffer.subarray(offset)).written;
+      buffer[offset++] = NEWLINE;
+    }
+    // Keep a buffer of a usual size, not one an exceptional batch grew.
+    this.#buffer = buffer.length <= MAX_KEPT_BUFFER_BYTES ? buffer : new Uint8Array(0);
+    return buffer.subarray(0, offset);
   }
 
   #serialised<T>(work: () => Promise<T>): Promise<T> {
