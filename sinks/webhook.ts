@@ -157,12 +157,17 @@ class WebhookSink implements Sink {
     this.#timeoutMs = init.timeoutMs;
   }
 
+  write(records: OutputRecord[], signal: AbortSignal): Promise<void> {
+    return this.writeTexts(records.map(recordText), signal);
+  }
+
   // The runner passes at most batchSize records; a direct caller may pass more, and gets one
-  // request per batchSize records, refusals collected across them.
-  async write(records: OutputRecord[], signal: AbortSignal): Promise<void> {
+  // request per batchSize records, refusals collected across them. The spooled texts go out as
+  // they are: the body holds every number exactly as received, and nothing is parsed.
+  async writeTexts(texts: string[], signal: AbortSignal): Promise<void> {
     const refused: { index: number; reason: string }[] = [];
-    for (let start = 0; start < records.length; start += this.batchSize) {
-      const chunk = records.slice(start, start + this.batchSize);
+    for (let start = 0; start < texts.length; start += this.batchSize) {
+      const chunk = texts.slice(start, start + this.batchSize);
       const reason = await this.#post(chunk, signal);
       if (reason !== undefined) {
         for (let index = start; index < start + chunk.length; index++) {
@@ -180,9 +185,8 @@ class WebhookSink implements Sink {
 
   // Resolves when the endpoint accepted the records, to a reason when it refused them for good;
   // throws when they should be sent again.
-  async #post(records: OutputRecord[], signal: AbortSignal): Promise<string | undefined> {
+  async #post(texts: string[], signal: AbortSignal): Promise<string | undefined> {
     signal.throwIfAborted();
-    const texts = records.map(recordText);
     const body = encoder.encode(this.batchSize === 1 ? texts[0] : `[${texts.join(",")}]`);
     const headers = new Headers(this.#headers as [string, string][]);
     headers.set("content-type", "application/json");

@@ -153,6 +153,17 @@ Deno.test("more records than the batch size go in several requests, in order", a
   assert.deepEqual(endpoint.received.map((request) => request.text), [RECORD_TEXT, SECOND_TEXT]);
 });
 
+Deno.test("writeTexts sends the spooled texts as they are, keyed like write", async () => {
+  await using endpoint = new TestEndpoint();
+  const sink = await createWebhookSink({ url: endpoint.url, batchSize: 2 });
+  await sink.writeTexts!([RECORD_TEXT, SECOND_TEXT], signal);
+  await sink.write([parseRecord(RECORD_TEXT), parseRecord(SECOND_TEXT)], signal);
+  const [texts, records] = endpoint.received;
+  assert.equal(texts.text, `[${RECORD_TEXT},${SECOND_TEXT}]`);
+  assert.equal(records.text, texts.text);
+  assert.equal(texts.headers.get("idempotency-key"), records.headers.get("idempotency-key"));
+});
+
 Deno.test("without a secret there is no signature header", async () => {
   await using endpoint = new TestEndpoint();
   const sink = await createWebhookSink({ url: endpoint.url });
