@@ -232,3 +232,10 @@ Deno.test("WEBHOOK_HEADERS is read as a JSON object of headers", () => {
   assert.equal(config.sinks.webhookBatchSize, 1);
   assert.equal(config.sinks.webhookTimeoutMs, 10000);
 });
+
+Deno.test("the README's configuration table names every variable", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const table = readme.slice(readme.indexOf("## Configuration"), readme.indexOf("## The record"));
+  const missing = CONFIG_VARIABLES.filter((name) => !table.includes(`\`${name}\``));
+  assert.deepEqual(missing, []);
+});
