@@ -30,7 +30,7 @@ import { Intake } from "./src/intake.ts";
 import { setupLogging, telemetryFromEnvironment } from "./src/logging.ts";
 import { handleShutdownSignals } from "./src/signals.ts";
 import { createWorkerMetrics, type WorkerMetrics } from "./src/metrics.ts";
-import { createPipeline } from "./src/pipeline.ts";
+import { PipelineThread } from "./src/pipeline_thread.ts";
 import { Spool } from "./src/spool.ts";
 import { startSummary } from "./src/summary.ts";
 import { explain, loadTls } from "./src/tls.ts";
@@ -71,7 +71,7 @@ export interface WorkerOptions {
 }
 
 /** Records handed to a sink in one `write`. */
-const SINK_BATCH_SIZE = 500;
+const SINK_BATCH_SIZE = 2000;
 /** Dead-letter files rotate like the file sink's. */
 const DEAD_LETTER_MAX_BYTES = 100 * 1024 * 1024;
 const DEAD_LETTER_MAX_FILES = 5;
@@ -139,7 +139,10 @@ export async function runWorker(config: Config, options: WorkerOptions): Promise
       intervalMs: options.summaryIntervalMs,
     });
     owned.push(() => summary.stop());
-    const intake = new Intake({ pipeline: createPipeline(config.pipeline), spool, metrics });
+    // The JSON work runs on its own thread, beside the one that talks MQTT and feeds the sinks.
+    const pipeline = new PipelineThread(config.pipeline);
+    owned.push(() => pipeline.close());
+    const intake = new Intake({ pipeline, spool, metrics });
 
     const stopSinks = new AbortController();
     const abortSinks = new AbortController();

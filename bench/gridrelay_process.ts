@@ -35,6 +35,8 @@ export interface GridrelayOptions {
   readonly env: Record<string, string>;
   /** Write a V8 CPU profile (`.cpuprofile`) to this folder at exit. */
   readonly cpuProfileDir?: string;
+  /** Extra `deno run` flags, e.g. `--v8-flags=--max-semi-space-size=2`. */
+  readonly denoFlags?: readonly string[];
 }
 
 /**
@@ -236,6 +238,7 @@ export function startGridrelay(options: GridrelayOptions): GridrelayProcess {
       new URL("deno.json", REPO_ROOT).pathname,
       ...PERMISSIONS,
       ...profile,
+      ...(options.denoFlags ?? []),
       new URL("mod.ts", REPO_ROOT).pathname,
     ],
     cwd: REPO_ROOT.pathname,

@@ -30,42 +30,71 @@ import { startWebhookServer, type WebhookServer } from "../bench/webhook_server.
 const REPO_ROOT = new URL("../", import.meta.url);
 const MiB = 2 ** 20;
 
+/** The drains a run can make; each is one row of the table per window. */
+const ROWS = {
+  bare: { label: "mqtt.js bare subscriber", sink: "" },
+  file: { label: "gridrelay → file", sink: "file" },
+  stdout: { label: "gridrelay → stdout (/dev/null)", sink: "stdout" },
+  webhook: { label: "gridrelay → webhook (WEBHOOK_BATCH_SIZE=100)", sink: "webhook" },
+  "webhook-single": {
+    label: "gridrelay → webhook (WEBHOOK_BATCH_SIZE=1, the default)",
+    sink: "webhook",
+  },
+} as const;
+type Row = keyof typeof ROWS;
+
+function rowNames(): string {
+  return Object.keys(ROWS).join(",");
+}
+
 const HELP = `deno task bench [options]
 
   --messages N        backlog size (env BENCH_MESSAGES; default 100000)
+  --repeat R          drain each backlog R times, interleaved; the table shows medians (default 3)
   --windows A,B       mosquitto max_inflight_messages values to drain under (default 20,1000)
-  --rows LIST         which drains: bare,file,stdout,webhook (default all)
+  --rows LIST         which drains: ${rowNames()} (default all)
   --latency-seconds S steady-rate run for the file sink's latency; 0 skips (default 20)
   --rate R            messages per second of the steady runs (default 1000)
   --outage-seconds S  webhook outage at the steady rate, memory sampled; 0 skips (default 60)
   --cpu-prof DIR      run gridrelay under --cpu-prof, profiles in DIR
+  --deno-flag FLAG    an extra flag for gridrelay's deno run (repeatable)
 `;
+
+/** One request per record is slow by nature: that row times its first records only. */
+const SINGLE_WEBHOOK_RECORDS = 10_000;
 
 /** Every knob of a run. */
 interface BenchOptions {
   readonly messages: number;
+  readonly repeat: number;
   readonly windows: readonly number[];
   readonly rows: readonly Row[];
   readonly latencySeconds: number;
   readonly rate: number;
   readonly outageSeconds: number;
   readonly cpuProfileDir?: string;
+  readonly denoFlags: readonly string[];
 }
 
-type Row = "bare" | "file" | "stdout" | "webhook";
-const ROWS: readonly Row[] = ["bare", "file", "stdout", "webhook"];
+/** One drain of one backlog. */
+interface Drain {
+  readonly rate: number;
+  readonly peakRss: number;
+  readonly cpuSeconds: number;
+  /** CPU seconds mosquitto used meanwhile. */
+  readonly brokerCpuSeconds: number;
+  /** How many records were timed, when not the whole backlog. */
+  readonly timed?: number;
+}
 
 /** One line of the results table. */
 interface Result {
   readonly label: string;
   readonly window: number;
-  readonly row: Row;
-  readonly rate?: number;
-  readonly seconds?: number;
-  readonly peakRss?: number;
-  readonly cpuSeconds?: number;
-  /** CPU seconds mosquitto used meanwhile. */
-  readonly brokerCpuSeconds?: number;
+  readonly row: Row | "steady";
+  readonly drains: readonly Drain[];
+  /** Median over the repeats of this row's rate divided by the bare subscriber's in the same repeat. */
+  readonly ratio?: number;
   readonly p50?: number;
   readonly p99?: number;
   readonly note?: string;
@@ -115,12 +144,14 @@ function readOptions(): BenchOptions | undefined {
     args: Deno.args,
     options: {
       messages: { type: "string" },
+      repeat: { type: "string" },
       windows: { type: "string" },
       rows: { type: "string" },
       "latency-seconds": { type: "string" },
       rate: { type: "string" },
       "outage-seconds": { type: "string" },
       "cpu-prof": { type: "string" },
+      "deno-flag": { type: "string", multiple: true },
       help: { type: "boolean" },
     },
   });
@@ -133,20 +164,20 @@ function readOptions(): BenchOptions | undefined {
     }
     return value;
   };
-  const rows = (values.rows ?? ROWS.join(",")).split(",").map((row) => row.trim());
+  const rows = [...new Set((values.rows ?? rowNames()).split(",").map((row) => row.trim()))];
   for (const row of rows) {
-    if (!ROWS.includes(row as Row)) {
-      throw new Error(`--rows lists "${row}": expected some of ${ROWS.join(", ")}`);
-    }
+    if (!(row in ROWS)) throw new Error(`--rows lists "${row}": expected some of ${rowNames()}`);
   }
   return {
     messages: number("messages", values.messages ?? Deno.env.get("BENCH_MESSAGES"), 100_000, 1),
+    repeat: number("repeat", values.repeat, 3, 1),
     windows: (values.windows ?? "20,1000").split(",").map((text) => number("windows", text, 0, 0)),
     rows: rows as Row[],
     latencySeconds: number("latency-seconds", values["latency-seconds"], 20, 0),
     rate: number("rate", values.rate, 1000, 1),
     outageSeconds: number("outage-seconds", values["outage-seconds"], 60, 0),
     cpuProfileDir: values["cpu-prof"],
+    denoFlags: values["deno-flag"] ?? [],
   };
 }
 
@@ -158,6 +189,7 @@ async function warmCache(): Promise<void> {
       "--config",
       new URL("deno.json", REPO_ROOT).pathname,
       new URL("mod.ts", REPO_ROOT).pathname,
+      new URL("src/pipeline_worker.ts", REPO_ROOT).pathname,
       new URL("bench/bare_subscriber.ts", REPO_ROOT).pathname,
     ],
     stdout: "null",
@@ -183,18 +215,28 @@ async function benchBroker(window: number): Promise<Broker> {
   return broker;
 }
 
-/** Queues the backlog for every row's session under one broker, then drains them in turn. */
+/**
+ * Queues the backlog once for every session (each row, each repeat) under one
+ * broker, checks the broker holds it all, then drains the sessions in turn:
+ * repeat by repeat, every row in each, so the bare subscriber and gridrelay
+ * meet the same machine conditions.
+ */
 async function drainBacklogs(
   options: BenchOptions,
   window: number,
   webhookAvailable: boolean,
 ): Promise<Result[]> {
-  const { messages } = options;
-  console.error(`\n# max_inflight_messages ${window}: queueing ${messages} messages`);
+  const { messages, repeat } = options;
+  const rows = options.rows.filter((row) => ROWS[row].sink !== "webhook" || webhookAvailable);
+  console.error(
+    `\n# max_inflight_messages ${window}: queueing ${messages} messages for ${rows.length} row(s) × ${repeat}`,
+  );
   const broker = await benchBroker(window);
-  const rows = options.rows.filter((row) => row !== "webhook" || webhookAvailable);
-  const clientId = (row: Row) => `bench-${row}-${window}`;
-  await createSessions(broker.url, rows.map(clientId));
+  const clientId = (row: Row, round: number) => `bench-${row}-${window}-${round}`;
+  await createSessions(
+    broker.url,
+    rows.flatMap((row) => Array.from({ length: repeat }, (_, round) => clientId(row, round))),
+  );
   const publishSeconds = await publishBacklog(broker.url, {
     messages,
     publishers: 4,
@@ -202,37 +244,58 @@ async function drainBacklogs(
   });
   const stored = await waitForStoredMessages(broker.url, messages, 30_000);
   console.error(
-    `  published in ${publishSeconds.toFixed(1)} s; the broker holds ${stored} messages`,
+    `  published in ${
+      publishSeconds.toFixed(1)
+    } s with every PUBACK; the broker holds ${stored} messages`,
   );
+  const brokerPid = await mosquittoPid(broker);
   const timeoutMs = Math.max(60_000, messages * 5);
-  const results: Result[] = [];
-  for (const row of options.rows) {
-    if (row === "webhook" && !webhookAvailable) {
-      results.push({
-        label: "gridrelay → webhook",
-        window,
-        row,
-        note: "skipped: sinks/webhook.ts does not exist yet",
-      });
-      continue;
+  const drains = new Map<Row, Drain[]>(rows.map((row) => [row, []]));
+  for (let round = 0; round < repeat; round++) {
+    for (const row of rows) {
+      const brokerCpu = await processCpuSeconds(brokerPid);
+      const drain = row === "bare"
+        ? await drainBare(broker, clientId(row, round), messages, timeoutMs)
+        : await drainGridrelay(broker, {
+          row,
+          clientId: clientId(row, round),
+          messages,
+          timeoutMs,
+          options,
+        });
+      const measured = {
+        ...drain,
+        brokerCpuSeconds: await processCpuSeconds(brokerPid) - brokerCpu,
+      };
+      drains.get(row)!.push(measured);
+      console.error(`  ${round + 1}/${repeat} ${ROWS[row].label}: ${describeDrain(measured)}`);
     }
-    const brokerPid = await mosquittoPid(broker);
-    const brokerCpu = await processCpuSeconds(brokerPid);
-    const result = row === "bare"
-      ? await drainBare(broker, clientId(row), messages, timeoutMs)
-      : await drainGridrelay(broker, {
-        row,
-        clientId: clientId(row),
-        messages,
-        timeoutMs,
-        options,
-      });
-    const brokerCpuSeconds = await processCpuSeconds(brokerPid) - brokerCpu;
-    const shown = { ...result, brokerCpuSeconds, window, row };
-    console.error(`  ${describe(shown)}`);
-    results.push(shown);
   }
   await broker.stop();
+  const bare = drains.get("bare");
+  const results: Result[] = rows.map((row) => ({
+    label: ROWS[row].label,
+    window,
+    row,
+    drains: drains.get(row)!,
+    ratio: row === "bare" || bare === undefined
+      ? undefined
+      : median(drains.get(row)!.map((drain, round) => drain.rate / bare[round].rate)),
+    note: row === "webhook-single"
+      ? `first ${Math.min(messages, SINGLE_WEBHOOK_RECORDS)} records`
+      : undefined,
+  }));
+  if (!webhookAvailable) {
+    for (const row of options.rows.filter((row) => ROWS[row].sink === "webhook")) {
+      results.push({
+        label: ROWS[row].label,
+        window,
+        row,
+        drains: [],
+        note: "skipped: sinks/webhook.ts does not exist yet",
+      });
+    }
+  }
   return results;
 }
 
@@ -241,7 +304,7 @@ async function drainBare(
   clientId: string,
   messages: number,
   timeoutMs: number,
-): Promise<Omit<Result, "window" | "row">> {
+): Promise<Omit<Drain, "brokerCpuSeconds">> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -267,6 +330,7 @@ async function drainBare(
     if (done) break;
     text += value;
   }
+  // It waits for stdin to close, so its memory and CPU can be read while it is still there.
   let peakRss = 0;
   let cpuSeconds = 0;
   if (text.includes("\n")) {
@@ -284,11 +348,8 @@ async function drainBare(
   if (result.count !== messages) {
     throw new Error(`The bare subscriber received ${result.count} messages, not ${messages}`);
   }
-  const seconds = (result.doneAt - result.connectedAt) / 1000;
   return {
-    label: "mqtt.js bare subscriber",
-    rate: messages / seconds,
-    seconds,
+    rate: messages / ((result.doneAt - result.connectedAt) / 1000),
     peakRss,
     cpuSeconds,
   };
@@ -303,52 +364,59 @@ async function drainGridrelay(
     timeoutMs: number;
     options: BenchOptions;
   },
-): Promise<Omit<Result, "window" | "row">> {
+): Promise<Omit<Drain, "brokerCpuSeconds">> {
   const dir = await Deno.makeTempDir({ prefix: "gridrelay-bench-" });
+  const sink = ROWS[run.row].sink;
   let webhook: WebhookServer | undefined;
   let worker: GridrelayProcess | undefined;
   const cleanup = async () => {
     await worker?.stop();
     await webhook?.close();
+    // Best effort: a temp dir left behind must not hide the error that ended the run.
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
   owned.push(cleanup);
   try {
-    if (run.row === "webhook") webhook = startWebhookServer();
+    if (sink === "webhook") webhook = startWebhookServer();
     worker = startGridrelay({
       env: {
         ...workerEnv(broker, dir, run.clientId),
-        SINKS: run.row,
+        SINKS: sink,
         ...(webhook ? { WEBHOOK_URL: webhook.url } : {}),
+        ...(run.row === "webhook" ? { WEBHOOK_BATCH_SIZE: "100" } : {}),
       },
       cpuProfileDir: run.options.cpuProfileDir,
+      denoFlags: run.options.denoFlags,
     });
+    const timed = run.row === "webhook-single"
+      ? Math.min(run.messages, SINGLE_WEBHOOK_RECORDS)
+      : run.messages;
     const connectedAt = await worker.waitForLog(/Connected to/, 60_000);
-    const doneAt = await worker.waitForDelivered(run.row, run.messages, {
+    const doneAt = await worker.waitForDelivered(sink, timed, {
       timeoutMs: run.timeoutMs,
       intervalMs: 20,
     });
     const { peak } = await worker.memory();
     const cpuSeconds = await worker.cpuSeconds();
-    const delivered = await worker.delivered(run.row);
-    if (delivered !== run.messages) {
-      throw new Error(`gridrelay delivered ${delivered} records, not ${run.messages}`);
+    if (timed === run.messages) {
+      const delivered = await worker.delivered(sink);
+      if (delivered !== run.messages) {
+        throw new Error(`gridrelay delivered ${delivered} records, not ${run.messages}`);
+      }
     }
     const code = await worker.stop();
     if (code !== 0) throw new Error(`gridrelay exited with ${code}:\n${worker.logTail()}`);
-    if (run.row === "file") {
+    if (sink === "file") {
       const lines = await countLines(`${dir}/readings.jsonl`);
       if (lines !== run.messages) {
         throw new Error(`The file sink wrote ${lines} lines, not ${run.messages}`);
       }
     }
-    const seconds = (doneAt - connectedAt) / 1000;
     return {
-      label: `gridrelay → ${run.row === "stdout" ? "stdout (/dev/null)" : run.row}`,
-      rate: run.messages / seconds,
-      seconds,
+      rate: timed / ((doneAt - connectedAt) / 1000),
       peakRss: peak,
       cpuSeconds,
+      ...(timed === run.messages ? {} : { timed }),
     };
   } finally {
     owned.splice(owned.indexOf(cleanup), 1);
@@ -383,6 +451,7 @@ async function steadyLatency(options: BenchOptions): Promise<Result> {
   let worker: GridrelayProcess | undefined;
   const cleanup = async () => {
     await worker?.stop();
+    // Best effort: a temp dir left behind must not hide the error that ended the run.
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
   owned.push(cleanup);
@@ -390,6 +459,7 @@ async function steadyLatency(options: BenchOptions): Promise<Result> {
     worker = startGridrelay({
       env: { ...workerEnv(broker, dir, "bench-latency"), SINKS: "file" },
       cpuProfileDir: options.cpuProfileDir,
+      denoFlags: options.denoFlags,
     });
     await worker.waitForLog(/Subscribed to/, 60_000);
     const warmup = await publishSteadily(broker.url, {
@@ -399,6 +469,7 @@ async function steadyLatency(options: BenchOptions): Promise<Result> {
     });
     await worker.waitForDelivered("file", warmup, { timeoutMs: 30_000, intervalMs: 20 });
     const before = latencyBuckets(await worker.metrics(), "file");
+    const cpuBefore = await worker.cpuSeconds();
     const sent = await publishSteadily(broker.url, {
       rate: options.rate,
       seconds: options.latencySeconds,
@@ -407,17 +478,20 @@ async function steadyLatency(options: BenchOptions): Promise<Result> {
     await worker.waitForDelivered("file", warmup + sent, { timeoutMs: 60_000, intervalMs: 20 });
     const after = latencyBuckets(await worker.metrics(), "file");
     const { peak } = await worker.memory();
+    const cpuSeconds = await worker.cpuSeconds() - cpuBefore;
     const buckets = after.map(([bound, count], i) => [bound, count - before[i][1]] as const);
     const result: Result = {
       label: `gridrelay → file, steady ${options.rate} msg/s`,
       window,
-      row: "file",
-      rate: options.rate,
-      peakRss: peak,
+      row: "steady",
+      drains: [{ rate: options.rate, peakRss: peak, cpuSeconds, brokerCpuSeconds: 0 }],
       p50: histogramQuantile(0.5, buckets),
       p99: histogramQuantile(0.99, buckets),
     };
-    console.error(`  ${describe(result)}`);
+    console.error(
+      `  p50 ${ms(result.p50!)} ms, p99 ${ms(result.p99!)} ms, peak RSS ${mib(peak)}, ` +
+        `CPU ${(cpuSeconds / options.latencySeconds * 100).toFixed(0)} % of a core`,
+    );
     return result;
   } finally {
     owned.splice(owned.indexOf(cleanup), 1);
@@ -442,6 +516,7 @@ async function webhookOutage(options: BenchOptions): Promise<void> {
   const cleanup = async () => {
     await worker?.stop();
     await webhook.close();
+    // Best effort: a temp dir left behind must not hide the error that ended the run.
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
   owned.push(cleanup);
@@ -452,7 +527,9 @@ async function webhookOutage(options: BenchOptions): Promise<void> {
         ...workerEnv(broker, dir, "bench-outage"),
         SINKS: "webhook",
         WEBHOOK_URL: webhook.url,
+        WEBHOOK_BATCH_SIZE: "100",
       },
+      denoFlags: options.denoFlags,
     });
     await worker.waitForLog(/Subscribed to/, 60_000);
     const samples: Array<{ at: number; rss: number }> = [];
@@ -465,11 +542,7 @@ async function webhookOutage(options: BenchOptions): Promise<void> {
     const sampler = setInterval(() => void sample(), 5_000);
     let sent: number;
     try {
-      sent = await publishSteadily(broker.url, {
-        rate: options.rate,
-        seconds,
-        firstIndex: 0,
-      });
+      sent = await publishSteadily(broker.url, { rate: options.rate, seconds, firstIndex: 0 });
     } finally {
       clearInterval(sampler);
     }
@@ -510,7 +583,7 @@ function printOutage(outage: {
   const steady = samples.filter((entry) => entry.at >= 10);
   const slope = steady.length >= 2 ? leastSquaresSlope(steady) * 60 / MiB : NaN;
   console.log(
-    `\nWebhook outage: ${outage.seconds} s at ${outage.sent / outage.seconds} msg/s, ` +
+    `\nWebhook outage: ${outage.seconds} s at ${Math.round(outage.sent / outage.seconds)} msg/s, ` +
       `${outage.pending} records waiting in the spool at its end`,
   );
   console.log(
@@ -518,8 +591,8 @@ function printOutage(outage: {
   );
   console.log(
     `  trend after the first 10 s: ${slope.toFixed(2)} MiB/min; peak ${
-      (outage.peak / MiB).toFixed(0)
-    } MiB; backlog delivered ${outage.drainSeconds.toFixed(1)} s after the webhook recovered`,
+      mib(outage.peak)
+    }; backlog delivered ${outage.drainSeconds.toFixed(1)} s after the webhook recovered`,
   );
 }
 
@@ -567,54 +640,54 @@ function histogramQuantile(q: number, buckets: ReadonlyArray<readonly [number, n
   return lower;
 }
 
-function describe(result: Result): string {
-  if (result.note) return `${result.label}: ${result.note}`;
-  const parts = [`${result.label}: ${Math.round(result.rate ?? 0)} msg/s`];
-  if (result.seconds !== undefined) parts.push(`${result.seconds.toFixed(2)} s`);
-  if (result.peakRss !== undefined) parts.push(`peak RSS ${(result.peakRss / MiB).toFixed(0)} MiB`);
-  if (result.cpuSeconds !== undefined) parts.push(`CPU ${result.cpuSeconds.toFixed(2)} s`);
-  if (result.brokerCpuSeconds !== undefined) {
-    parts.push(`mosquitto CPU ${result.brokerCpuSeconds.toFixed(2)} s`);
-  }
-  if (result.p99 !== undefined) {
-    parts.push(`p50 ${ms(result.p50!)} ms, p99 ${ms(result.p99)} ms`);
-  }
-  return parts.join(", ");
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+function describeDrain(drain: Drain): string {
+  return `${Math.round(drain.rate)} msg/s, peak RSS ${mib(drain.peakRss)}, ` +
+    `CPU ${drain.cpuSeconds.toFixed(2)} s, mosquitto CPU ${drain.brokerCpuSeconds.toFixed(2)} s`;
 }
 
 function ms(seconds: number): string {
   return (seconds * 1000).toFixed(1);
 }
 
+function mib(bytes: number): string {
+  return `${(bytes / MiB).toFixed(0)} MiB`;
+}
+
 async function printTable(options: BenchOptions, results: Result[]): Promise<void> {
-  const bare = new Map(
-    results.filter((result) => result.row === "bare").map((result) => [result.window, result]),
-  );
   console.log(`\n${new Date().toISOString().slice(0, 10)} · ${await machine()}`);
   console.log(
-    `${options.messages} queued QoS 1 messages of about 1 KB; mosquitto ${mosquittoVersion()}, ` +
-      `deno ${Deno.version.deno}\n`,
+    `${options.messages} queued QoS 1 messages of about 1 KB, drained ${options.repeat}× ` +
+      `(median, min–max); mosquitto ${mosquittoVersion()}, deno ${Deno.version.deno}\n`,
   );
   console.log(
-    "| max_inflight_messages | subscriber | msg/s | × bare | peak RSS | p50 / p99 latency |",
+    "| max_inflight_messages | subscriber | msg/s | × bare | peak RSS | CPU s | p50 / p99 latency |",
   );
-  console.log("| --: | :-- | --: | --: | --: | --: |");
+  console.log("| --: | :-- | --: | --: | --: | --: | --: |");
   for (const result of results) {
     const window = result.window === 0 ? "unlimited" : String(result.window);
-    if (result.note) {
-      console.log(`| ${window} | ${result.label} | — | — | — | ${result.note} |`);
+    const note = result.note ? ` (${result.note})` : "";
+    if (result.drains.length === 0) {
+      console.log(`| ${window} | ${result.label} | — | — | — | — | ${result.note} |`);
       continue;
     }
-    const base = bare.get(result.window);
-    const ratio = result.row !== "bare" && result.p99 === undefined && base?.rate && result.rate
-      ? `${(result.rate / base.rate).toFixed(2)}×`
-      : "";
+    const rates = result.drains.map((drain) => drain.rate);
+    const rate = result.drains.length === 1
+      ? `${Math.round(rates[0])}`
+      : `${Math.round(median(rates))} (${Math.round(Math.min(...rates))}–${
+        Math.round(Math.max(...rates))
+      })`;
+    const ratio = result.ratio === undefined ? "" : `${result.ratio.toFixed(2)}×`;
+    const rss = mib(Math.max(...result.drains.map((drain) => drain.peakRss)));
+    const cpu = median(result.drains.map((drain) => drain.cpuSeconds)).toFixed(1);
     const latency = result.p99 !== undefined ? `${ms(result.p50!)} / ${ms(result.p99)} ms` : "";
-    const rss = result.peakRss ? `${(result.peakRss / MiB).toFixed(0)} MiB` : "";
     console.log(
-      `| ${window} | ${result.label} | ${
-        Math.round(result.rate ?? 0)
-      } | ${ratio} | ${rss} | ${latency} |`,
+      `| ${window} | ${result.label}${note} | ${rate} | ${ratio} | ${rss} | ${cpu} | ${latency} |`,
     );
   }
 }

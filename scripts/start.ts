@@ -8,6 +8,7 @@
  */
 
 import { resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { CONFIG_VARIABLES, ConfigError, type Environment, parseConfig } from "../src/config.ts";
 import {
   addPermissions,
@@ -19,6 +20,8 @@ import {
 
 const ENTRY = new URL("../mod.ts", import.meta.url);
 const DENO_CONFIG = new URL("../deno.json", import.meta.url);
+/** The pipeline's worker thread loads its modules from here at run time: they need read access. */
+const PIPELINE_WORKER = new URL("../src/pipeline_worker.ts", import.meta.url);
 const ENV_FILE = ".env";
 const DEFAULT_OUTPUT = "dist/gridrelay";
 /** Same as the worker's `EXIT.config`. */
@@ -145,7 +148,7 @@ export function workerCommand(
   const config = parseConfig(configEnvironment(env));
   const permissions = addPermissions(
     workerPermissions(config, { cwd: options.cwd, env }),
-    options.extraFlags ?? [],
+    [`--allow-read=${fileURLToPath(new URL(".", PIPELINE_WORKER))}`, ...(options.extraFlags ?? [])],
   );
   const flags = permissionFlags(permissions);
   const configFlag = ["--config", DENO_CONFIG.pathname];
@@ -164,6 +167,8 @@ export function workerCommand(
       ...configFlag,
       ...flags,
       ...includes,
+      "--include",
+      fileURLToPath(PIPELINE_WORKER),
       "--output",
       resolve(options.cwd, options.compileTo),
       ENTRY.pathname,

@@ -198,6 +198,9 @@ export class Connector {
       // Subscriptions are ours too: only when the broker lost the session.
       resubscribe: false,
       manualConnect: true,
+      // mqtt-packet would otherwise pre-build 65536 message-id buffers: ~8 MiB of heap, for
+      // nothing, since a PUBACK's two id bytes are cheap to write.
+      writeCache: false,
       rejectUnauthorized: true,
       ca: options.ca,
       cert: options.cert,

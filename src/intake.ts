@@ -1,10 +1,11 @@
 /**
  * The hand-off from the connector to the spool: runs the pipeline over each
- * message, logs and counts its rejections, and appends what came out to the
- * spool in one transaction per burst of messages. Each message's promise
- * resolves only once its records and dead letters are durable, and that is
- * when the connector acknowledges it. Group commit: while one sync to disk
- * runs, the messages that arrive meanwhile queue up for the next one.
+ * burst of messages (on the pipeline thread), logs and counts rejections, and
+ * appends what came out to the spool in one transaction per burst. Each
+ * message's promise resolves only once its records and dead letters are
+ * durable, and that is when the connector acknowledges it. Group commit:
+ * while one sync to disk runs, the messages that arrive meanwhile queue up
+ * for the next one. Order is kept from arrival to spool.
  * @module
  */
 
@@ -13,13 +14,15 @@ import { formatDeadLetter } from "./dead_letter.ts";
 import { RateLimiter } from "./logging.ts";
 import type { WorkerMetrics } from "./metrics.ts";
 import type { PipelineResult } from "./pipeline.ts";
+import { inlinePipeline, type PipelineOutcome, type PipelineRunner } from "./pipeline_thread.ts";
 import type { Message } from "./record.ts";
 import { backoffDelay, sleep } from "./retry.ts";
 import type { Spool, SpoolEntry } from "./spool.ts";
 
 /** Options of {@linkcode Intake}. */
 export interface IntakeOptions {
-  readonly pipeline: (message: Message) => PipelineResult;
+  /** A {@linkcode PipelineThread}, or the pipeline function itself to run it on this thread. */
+  readonly pipeline: PipelineRunner | ((message: Message) => PipelineResult);
   readonly spool: Spool;
   readonly metrics: WorkerMetrics;
   /** Most messages in one spool transaction; default 1000. */
@@ -28,10 +31,13 @@ export interface IntakeOptions {
   readonly warningWindowMs?: number;
 }
 
-interface Pending {
-  readonly entry: SpoolEntry;
+interface Waiter {
   readonly resolve: () => void;
   readonly reject: (error: Error) => void;
+}
+
+interface Pending extends Waiter {
+  readonly entry: SpoolEntry;
 }
 
 /**
@@ -39,29 +45,42 @@ interface Pending {
  *
  * @example
  * ```ts
- * const intake = new Intake({ pipeline, spool, metrics });
+ * const intake = new Intake({ pipeline: new PipelineThread(config.pipeline), spool, metrics });
  * await intake.accept(message); // durable now: acknowledge it
  * await intake.close();
  * ```
  */
 export class Intake {
   readonly #options: IntakeOptions;
+  readonly #pipeline: PipelineRunner;
   readonly #log = getLogger(["gridrelay", "intake"]);
   readonly #warnings: RateLimiter;
   readonly #queue: Pending[] = [];
   readonly #closing = new AbortController();
+  /** Messages taken since the last hand-over to the pipeline, and who waits on each. */
+  #burst: Message[] = [];
+  #burstWaiters: Waiter[] = [];
+  #burstScheduled = false;
+  /** Bursts handed to the pipeline; their outcomes are queued for the spool in this order. */
+  #pipelined: Promise<void> = Promise.resolve();
+  #inPipeline = 0;
   #flushing?: Promise<void>;
+  /** The last appended batch's wait for its sync; earlier ones settle before it. */
+  #settled: Promise<void> = Promise.resolve();
   #scheduled?: ReturnType<typeof setTimeout>;
   #full = false;
 
   constructor(options: IntakeOptions) {
     this.#options = options;
+    this.#pipeline = typeof options.pipeline === "function"
+      ? inlinePipeline(options.pipeline)
+      : options.pipeline;
     this.#warnings = new RateLimiter(options.warningWindowMs ?? 60_000);
   }
 
   /** Number of messages accepted but not yet durable. */
   get pending(): number {
-    return this.#queue.length;
+    return this.#burst.length + this.#inPipeline + this.#queue.length;
   }
 
   /**
@@ -70,27 +89,16 @@ export class Intake {
    */
   accept(message: Message): Promise<void> {
     this.#options.metrics.messagesReceived.add();
-    const result = this.#run(message);
-    this.#report(message, result);
-    const entry: SpoolEntry = {
-      records: result.records,
-      deadLetters: result.rejections.map((rejection) =>
-        formatDeadLetter({
-          receivedAt: message.receivedAt,
-          topic: message.topic,
-          reason: rejection.message,
-          code: rejection.reason,
-          payload: rejection.payload,
-          index: rejection.index,
-        })
-      ),
-      receivedAt: message.receivedAt,
-      topic: message.topic,
-    };
+    this.#burst.push(message);
     const durable = new Promise<void>((resolve, reject) =>
-      this.#queue.push({ entry, resolve, reject })
+      this.#burstWaiters.push({ resolve, reject })
     );
-    this.#schedule();
+    // mqtt.js handles the packets of a socket chunk one process.nextTick after the other, and
+    // microtasks run only once that queue is empty: the whole chunk joins this burst.
+    if (!this.#burstScheduled) {
+      this.#burstScheduled = true;
+      queueMicrotask(() => this.#handOver());
+    }
     return durable;
   }
 
@@ -99,35 +107,79 @@ export class Intake {
    * still queued after that stay unacknowledged; the broker sends them again.
    */
   async close(): Promise<void> {
+    this.#handOver();
+    await this.#pipelined;
     clearTimeout(this.#scheduled);
     this.#scheduled = undefined;
     if (!this.#full) await this.#flush();
     this.#closing.abort();
     await this.#flushing;
+    await this.#settled;
   }
 
-  #run(message: Message): PipelineResult {
-    try {
-      return this.#options.pipeline(message);
-    } catch (error) {
-      // The stages never throw by contract; if one does, the payload is kept, not lost.
+  /** Sends the burst to the pipeline now; its outcomes join the spool queue in order. */
+  #handOver(): void {
+    this.#burstScheduled = false;
+    const messages = this.#burst;
+    if (messages.length === 0) return;
+    const waiters = this.#burstWaiters;
+    this.#burst = [];
+    this.#burstWaiters = [];
+    this.#inPipeline += messages.length;
+    // Started now, so the thread works while earlier outcomes are still being spooled.
+    const outcomes = this.#pipeline.run(messages);
+    this.#pipelined = this.#pipelined.then(() => outcomes).then(
+      (outcomes) => {
+        this.#inPipeline -= messages.length;
+        for (let i = 0; i < messages.length; i++) {
+          this.#enqueue(messages[i], outcomes[i], waiters[i]);
+        }
+        // Straight on to the spool: a burst is already a batch, and a commit is cheap (the sync
+        // is what takes time, and it covers every commit made while the last one ran).
+        this.#flush();
+      },
+      (error) => {
+        // PipelineRunner.run never rejects; if it does, nothing is acknowledged and all comes again.
+        this.#inPipeline -= messages.length;
+        this.#log.error("The pipeline failed on {count} message(s): {error}", {
+          count: messages.length,
+          error,
+        });
+        for (const waiter of waiters) waiter.reject(error);
+      },
+    );
+  }
+
+  #enqueue(message: Message, outcome: PipelineOutcome, waiter: Waiter): void {
+    if (outcome.failure !== undefined) {
+      // The stages never throw by contract; if one did, the payload is kept, not lost.
       this.#log.error("The pipeline failed on a message from {topic}: {error}", {
         topic: message.topic,
-        error,
+        error: outcome.failure,
       });
-      return {
-        records: [],
-        rejections: [{
-          reason: "internal_error",
-          message: `gridrelay could not process this payload (${error}); please report it`,
-          payload: message.payload,
-        }],
-        dropped: [],
-      };
     }
+    this.#report(message, outcome);
+    const entry: SpoolEntry = {
+      records: outcome.records,
+      deadLetters: outcome.rejections.length === 0
+        ? []
+        : outcome.rejections.map((rejection) =>
+          formatDeadLetter({
+            receivedAt: message.receivedAt,
+            topic: message.topic,
+            reason: rejection.message,
+            code: rejection.reason,
+            payload: rejection.payload,
+            index: rejection.index,
+          })
+        ),
+      receivedAt: message.receivedAt,
+      topic: message.topic,
+    };
+    this.#queue.push({ entry, resolve: waiter.resolve, reject: waiter.reject });
   }
 
-  #report(message: Message, result: PipelineResult): void {
+  #report(message: Message, result: PipelineOutcome): void {
     const { metrics } = this.#options;
     for (const rejection of result.rejections) {
       metrics.rejected.add(1, rejection.reason);
@@ -181,12 +233,8 @@ export class Intake {
     const { spool } = this.#options;
     const maxBatch = this.#options.maxBatch ?? 1000;
     let failures = 0;
-    // Appended, not yet synced: one sync at the end covers them all.
-    let committed: Pending[] = [];
     while (this.#queue.length > 0) {
       if (spool.full) {
-        await this.#settle(committed);
-        committed = [];
         if (this.#closing.signal.aborted) return;
         this.#reportFull(true);
         await spool.changed(this.#closing.signal);
@@ -203,21 +251,22 @@ export class Intake {
           "Could not write {count} message(s) to the spool: {error}; trying again in {seconds} s",
           { count: batch.length, error, seconds: (delay / 1000).toFixed(1) },
         );
-        await this.#settle(committed);
-        committed = [];
         if (!await sleep(delay, this.#closing.signal)) return;
         continue;
       }
       failures = 0;
       this.#queue.splice(0, batch.length);
-      committed = committed.length === 0 ? batch : committed.concat(batch);
+      this.#settled = this.#settle(batch);
     }
-    await this.#settle(committed);
   }
 
-  /** Waits until `committed` is on disk, then lets the connector acknowledge it. */
+  /**
+   * Waits until `committed` is on disk, then lets the connector acknowledge
+   * it. Not awaited by the flush: the next burst is appended while this one
+   * syncs, and one sync covers every commit made before it started. Syncs
+   * finish in order, so acknowledgements keep the order of the messages.
+   */
   async #settle(committed: readonly Pending[]): Promise<void> {
-    if (committed.length === 0) return;
     try {
       await this.#options.spool.sync();
     } catch (error) {

@@ -539,7 +539,7 @@ export class Spool {
 }
 
 /** How much of the newest records the spool keeps in memory for sinks that keep up. */
-const RECENT_RECORDS_MAX_BYTES = 8 * 2 ** 20;
+const RECENT_RECORDS_MAX_BYTES = 1 * 2 ** 20;
 
 /**
  * The newest records, in id order with no gaps, up to a byte budget (the
@@ -621,6 +621,8 @@ class RecentRecords {
  * a commit's frames to the WAL at COMMIT, and in exclusive locking mode keeps
  * that file (never deletes or replaces it) until the database closes.
  */
+const INODE_CHECK_INTERVAL = 64;
+
 class WalSync {
   readonly #path: string;
   readonly #file: Deno.FsFile;
@@ -631,6 +633,7 @@ class WalSync {
   #running?: Promise<void>;
   #next?: Promise<void>;
   #closed = false;
+  #syncs = 0;
 
   constructor(path: string) {
     this.#path = path;
@@ -675,10 +678,13 @@ class WalSync {
   }
 
   async #syncData(): Promise<void> {
-    // Guards the assumption above: syncing a WAL file SQLite no longer uses would prove nothing.
-    const { ino } = await Deno.stat(this.#path);
-    if (ino !== this.#inode) {
-      throw new Error(`The spool's WAL file ${this.#path} was replaced while the spool was open`);
+    // Guards the assumption above (syncing a WAL file SQLite no longer uses would prove
+    // nothing), now and then: each check is one more hop through the event loop.
+    if (this.#syncs++ % INODE_CHECK_INTERVAL === 0) {
+      const { ino } = await Deno.stat(this.#path);
+      if (ino !== this.#inode) {
+        throw new Error(`The spool's WAL file ${this.#path} was replaced while the spool was open`);
+      }
     }
     // Closing the database checkpoints the WAL into it and syncs it: nothing is left to do.
     if (this.#closed) return;
