@@ -92,7 +92,12 @@ export class Connector {
   #generation = 0;
   /** Per packet id of the current connection: resolves when the message may be acknowledged. */
   readonly #acks = new Map<number, Promise<boolean>>();
-  readonly #inFlight = new Set<Promise<unknown>>();
+  /** Messages handed over whose handler promise has not settled yet. */
+  #inFlight = 0;
+  /** Resolves stop()'s wait once #inFlight is back to 0. */
+  #drained?: () => void;
+  #lastFailureLog = -Infinity;
+  #unloggedFailures = 0;
   #accepting = true;
   #stopping = false;
   #subscribedOnce = false;
@@ -165,12 +170,14 @@ export class Connector {
     clearTimeout(this.#reconnectTimer);
     const client = this.#client;
     if (!client) return;
-    if (this.#inFlight.size > 0) {
+    if (this.#inFlight > 0) {
       const aborted = new Promise<void>((resolve) => {
         if (deadline?.aborted) resolve();
         deadline?.addEventListener("abort", () => resolve(), { once: true });
       });
-      await Promise.race([Promise.allSettled([...this.#inFlight]), aborted]);
+      const drained = new Promise<void>((resolve) => (this.#drained = resolve));
+      await Promise.race([drained, aborted]);
+      this.#drained = undefined;
     }
     // Let the acknowledgements queued by the settled promises reach the socket first.
     await new Promise((resolve) => setTimeout(resolve, 0));
@@ -201,6 +208,9 @@ export class Connector {
       // mqtt-packet would otherwise pre-build 65536 message-id buffers: ~8 MiB of heap, for
       // nothing, since a PUBACK's two id bytes are cheap to write.
       writeCache: false,
+      // mqtt.js traces every packet through the debug package; even switched off, those calls
+      // cost about a microsecond a message. Its errors reach us as events, not through this.
+      log: () => {},
       rejectUnauthorized: true,
       ca: options.ca,
       cert: options.cert,
@@ -261,19 +271,40 @@ export class Connector {
   #accept(topic: string, payload: Uint8Array): Promise<boolean> {
     if (!this.#accepting) return Promise.resolve(false);
     const message: Message = { topic, payload, receivedAt: Date.now() };
-    const durable = this.#handler(message).then(
-      () => true,
-      (error) => {
-        this.#log.error("A message from {topic} could not be made durable: {error}", {
-          topic,
-          error,
-        });
-        return false;
+    this.#inFlight++;
+    // Shared callbacks, not closures per message: this runs for every message.
+    return this.#handler(message).then(this.#durable, this.#notDurable);
+  }
+
+  readonly #durable = (): boolean => {
+    this.#settled();
+    return true;
+  };
+
+  readonly #notDurable = (error: unknown): boolean => {
+    this.#settled();
+    // A failing disk fails every message of a burst: one line a second says so.
+    const now = performance.now();
+    if (now - this.#lastFailureLog < 1000) {
+      this.#unloggedFailures++;
+      return false;
+    }
+    this.#log.error(
+      "A message could not be made durable ({error}); it stays unacknowledged and the broker sends it again{more}",
+      {
+        error,
+        more: this.#unloggedFailures > 0
+          ? ` (${this.#unloggedFailures} more in the last second were not logged)`
+          : "",
       },
     );
-    this.#inFlight.add(durable);
-    durable.finally(() => this.#inFlight.delete(durable));
-    return durable;
+    this.#lastFailureLog = now;
+    this.#unloggedFailures = 0;
+    return false;
+  };
+
+  #settled(): void {
+    if (--this.#inFlight === 0) this.#drained?.();
   }
 
   #onConnect(sessionPresent: boolean): void {

@@ -31,6 +31,8 @@ export interface IntakeOptions {
   readonly warningWindowMs?: number;
 }
 
+const NO_LINES: readonly string[] = Object.freeze([]);
+
 interface Waiter {
   readonly resolve: () => void;
   readonly reject: (error: Error) => void;
@@ -125,14 +127,23 @@ export class Intake {
     const waiters = this.#burstWaiters;
     this.#burst = [];
     this.#burstWaiters = [];
-    this.#inPipeline += messages.length;
+    const count = messages.length;
+    this.#inPipeline += count;
+    // Only where each message came from is kept: the payloads (and the socket buffers they
+    // point into) can go as soon as the pipeline has them.
+    const topics: string[] = [];
+    const receivedAts: number[] = [];
+    for (let i = 0; i < count; i++) {
+      topics.push(messages[i].topic);
+      receivedAts.push(messages[i].receivedAt);
+    }
     // Started now, so the thread works while earlier outcomes are still being spooled.
     const outcomes = this.#pipeline.run(messages);
     this.#pipelined = this.#pipelined.then(() => outcomes).then(
       (outcomes) => {
-        this.#inPipeline -= messages.length;
-        for (let i = 0; i < messages.length; i++) {
-          this.#enqueue(messages[i], outcomes[i], waiters[i]);
+        this.#inPipeline -= count;
+        for (let i = 0; i < count; i++) {
+          this.#enqueue(topics[i], receivedAts[i], outcomes[i], waiters[i]);
         }
         // Straight on to the spool: a burst is already a batch, and a commit is cheap (the sync
         // is what takes time, and it covers every commit made while the last one ran).
@@ -140,57 +151,54 @@ export class Intake {
       },
       (error) => {
         // PipelineRunner.run never rejects; if it does, nothing is acknowledged and all comes again.
-        this.#inPipeline -= messages.length;
-        this.#log.error("The pipeline failed on {count} message(s): {error}", {
-          count: messages.length,
-          error,
-        });
+        this.#inPipeline -= count;
+        this.#log.error("The pipeline failed on {count} message(s): {error}", { count, error });
         for (const waiter of waiters) waiter.reject(error);
       },
     );
   }
 
-  #enqueue(message: Message, outcome: PipelineOutcome, waiter: Waiter): void {
+  #enqueue(topic: string, receivedAt: number, outcome: PipelineOutcome, waiter: Waiter): void {
     if (outcome.failure !== undefined) {
       // The stages never throw by contract; if one did, the payload is kept, not lost.
       this.#log.error("The pipeline failed on a message from {topic}: {error}", {
-        topic: message.topic,
+        topic,
         error: outcome.failure,
       });
     }
-    this.#report(message, outcome);
+    if (outcome.rejections.length > 0 || outcome.dropped.length > 0) this.#report(topic, outcome);
     const entry: SpoolEntry = {
       records: outcome.records,
       deadLetters: outcome.rejections.length === 0
-        ? []
+        ? NO_LINES
         : outcome.rejections.map((rejection) =>
           formatDeadLetter({
-            receivedAt: message.receivedAt,
-            topic: message.topic,
+            receivedAt,
+            topic,
             reason: rejection.message,
             code: rejection.reason,
             payload: rejection.payload,
             index: rejection.index,
           })
         ),
-      receivedAt: message.receivedAt,
-      topic: message.topic,
+      receivedAt,
+      topic,
     };
     this.#queue.push({ entry, resolve: waiter.resolve, reject: waiter.reject });
   }
 
-  #report(message: Message, result: PipelineOutcome): void {
+  #report(topic: string, result: PipelineOutcome): void {
     const { metrics } = this.#options;
     for (const rejection of result.rejections) {
       metrics.rejected.add(1, rejection.reason);
-      const key = `${message.topic}\u0000${rejection.reason}\u0000${rejection.device ?? ""}`;
+      const key = `${topic}\u0000${rejection.reason}\u0000${rejection.device ?? ""}`;
       const verdict = this.#warnings.check(key);
       if (!verdict.allowed) continue;
       this.#log.warn(
         "Rejected {what} from {topic}: {reason}{suppressed}",
         {
           what: rejection.index === undefined ? "a payload" : "a reading",
-          topic: message.topic,
+          topic,
           reason: rejection.message,
           code: rejection.reason,
           suppressed: verdict.suppressed > 0
@@ -205,7 +213,7 @@ export class Intake {
         "Dropped reading r[{index}] from {topic}: it has no _vid (MISSING_VID=drop)",
         {
           index: drop.index,
-          topic: message.topic,
+          topic,
           device: drop.device,
         },
       );

@@ -12,6 +12,7 @@ import { getLogger } from "@logtape/logtape";
 import { createPipeline, type PipelineOptions, type PipelineResult } from "./pipeline.ts";
 import {
   type BatchMessage,
+  batchMessages,
   decodeOutcome,
   type InitMessage,
   type OutcomesMessage,
@@ -53,7 +54,8 @@ export function inlinePipeline(pipeline: (message: Message) => PipelineResult): 
 }
 
 interface InFlight {
-  readonly messages: readonly Message[];
+  /** The batch as posted, kept to run it here should the thread die. */
+  readonly batch: BatchMessage;
   readonly resolve: (outcomes: readonly PipelineOutcome[]) => void;
 }
 
@@ -136,8 +138,10 @@ export class PipelineThread implements PipelineRunner {
       bytes: bytes.buffer,
     };
     return new Promise((resolve) => {
-      this.#inFlight.set(id, { messages, resolve });
-      worker.postMessage(batch, [bytes.buffer]);
+      this.#inFlight.set(id, { batch, resolve });
+      // Copied, not transferred: the copy here is the fallback, and the messages, with the
+      // socket buffers their payloads point into, can be collected at once.
+      worker.postMessage(batch);
     });
   }
 
@@ -168,9 +172,9 @@ export class PipelineThread implements PipelineRunner {
   #runInFlightHere(): void {
     const ids = [...this.#inFlight.keys()].sort((a, b) => a - b);
     for (const id of ids) {
-      const { messages, resolve } = this.#inFlight.get(id)!;
+      const { batch, resolve } = this.#inFlight.get(id)!;
       this.#inFlight.delete(id);
-      resolve(messages.map((message) => runGuarded(this.#inline, message)));
+      resolve(batchMessages(batch).map((message) => runGuarded(this.#inline, message)));
     }
   }
 }

@@ -69,6 +69,32 @@ export interface BatchMessage {
   readonly bytes: ArrayBuffer;
 }
 
+/**
+ * The messages of a batch again, their payloads views into its buffer.
+ *
+ * @example
+ * ```ts
+ * const bytes = new TextEncoder().encode("{}[]");
+ * batchMessages({ kind: "batch", id: 0, topics: ["a", "b"], receivedAt: [1, 2], ends: new Uint32Array([2, 4]), bytes: bytes.buffer });
+ * // [{ topic: "a", payload: "{}" as bytes, receivedAt: 1 }, { topic: "b", payload: "[]" as bytes, receivedAt: 2 }]
+ * ```
+ */
+export function batchMessages(batch: BatchMessage): Message[] {
+  const payloads = new Uint8Array(batch.bytes);
+  const messages: Message[] = [];
+  let start = 0;
+  for (let i = 0; i < batch.topics.length; i++) {
+    const end = batch.ends[i];
+    messages.push({
+      topic: batch.topics[i],
+      payload: payloads.subarray(start, end),
+      receivedAt: batch.receivedAt[i],
+    });
+    start = end;
+  }
+  return messages;
+}
+
 /** The worker's answer to a batch. */
 export interface OutcomesMessage {
   readonly kind: "outcomes";
@@ -135,20 +161,8 @@ function onMessage(event: MessageEvent<InitMessage | BatchMessage>): void {
     pipeline = createPipeline(data.options);
     return;
   }
-  const { id, topics, receivedAt, ends, bytes } = data;
-  const payloads = new Uint8Array(bytes);
-  const outcomes = [];
-  let start = 0;
-  for (let i = 0; i < topics.length; i++) {
-    const message: Message = {
-      topic: topics[i],
-      payload: payloads.subarray(start, ends[i]),
-      receivedAt: receivedAt[i],
-    };
-    start = ends[i];
-    outcomes.push(runGuarded(pipeline!, message));
-  }
-  scope.postMessage({ kind: "outcomes", id, outcomes: encodeOutcomes(outcomes) });
+  const outcomes = batchMessages(data).map((message) => runGuarded(pipeline!, message));
+  scope.postMessage({ kind: "outcomes", id: data.id, outcomes: encodeOutcomes(outcomes) });
 }
 
 // Imported by the main thread too, for the shared types and helpers: only a worker listens.
