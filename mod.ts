@@ -71,7 +71,7 @@ export interface WorkerOptions {
 }
 
 /** Records handed to a sink in one `write`. */
-const SINK_BATCH_SIZE = 2000;
+const SINK_BATCH_SIZE = 500;
 /** Dead-letter files rotate like the file sink's. */
 const DEAD_LETTER_MAX_BYTES = 100 * 1024 * 1024;
 const DEAD_LETTER_MAX_FILES = 5;

@@ -1,20 +1,14 @@
 /**
- * gridrelay as the benchmark runs it: `deno run mod.ts` in its own process
- * (so its memory and CPU are its own), configured by environment only, with
- * its log lines on hand and its `/metrics` read over loopback.
+ * gridrelay as the benchmark runs it: in its own process (so its memory and
+ * CPU are its own), with exactly the command `deno task start` would run for
+ * its environment (scoped permissions and all), its log lines on hand and its
+ * `/metrics` read over loopback.
  * @module
  */
 
-const REPO_ROOT = new URL("../", import.meta.url);
+import { workerCommand } from "../scripts/start.ts";
 
-/** What `deno task start` grants, so the worker runs as users run it. */
-const PERMISSIONS = [
-  "--allow-net",
-  "--allow-env",
-  "--allow-read",
-  "--allow-write",
-  "--allow-sys=hostname,osRelease",
-];
+const REPO_ROOT = new URL("../", import.meta.url);
 
 /** Variables the worker inherits: only what Deno needs to find itself and its caches. */
 const INHERITED_ENV = ["PATH", "HOME", "DENO_DIR", "XDG_CACHE_HOME", "TMPDIR"];
@@ -231,16 +225,11 @@ export function startGridrelay(options: GridrelayOptions): GridrelayProcess {
   const profile = options.cpuProfileDir
     ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`]
     : [];
+  // The launcher's own command: run …flags… mod.ts; extra flags go before the entry point.
+  const { args } = workerCommand(options.env, { cwd: REPO_ROOT.pathname });
+  const entry = args.pop()!;
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--config",
-      new URL("deno.json", REPO_ROOT).pathname,
-      ...PERMISSIONS,
-      ...profile,
-      ...(options.denoFlags ?? []),
-      new URL("mod.ts", REPO_ROOT).pathname,
-    ],
+    args: [...args, ...profile, ...(options.denoFlags ?? []), entry],
     cwd: REPO_ROOT.pathname,
     clearEnv: true,
     env: { ...env, ...options.env },

@@ -22,6 +22,12 @@ const ENTRY = new URL("../mod.ts", import.meta.url);
 const DENO_CONFIG = new URL("../deno.json", import.meta.url);
 /** The pipeline's worker thread loads its modules from here at run time: they need read access. */
 const PIPELINE_WORKER = new URL("../src/pipeline_worker.ts", import.meta.url);
+/**
+ * V8 grows each thread's young generation up to 3 × 16 MiB under a burst and keeps it; capped
+ * at 8 MiB semi-spaces, peak memory while draining a backlog drops by about a quarter at no
+ * cost in throughput (see README, Performance).
+ */
+const V8_FLAGS = ["--v8-flags=--max-semi-space-size=8"];
 const ENV_FILE = ".env";
 const DEFAULT_OUTPUT = "dist/gridrelay";
 /** Same as the worker's `EXIT.config`. */
@@ -150,7 +156,7 @@ export function workerCommand(
     workerPermissions(config, { cwd: options.cwd, env }),
     [`--allow-read=${fileURLToPath(new URL(".", PIPELINE_WORKER))}`, ...(options.extraFlags ?? [])],
   );
-  const flags = permissionFlags(permissions);
+  const flags = [...permissionFlags(permissions), ...V8_FLAGS];
   const configFlag = ["--config", DENO_CONFIG.pathname];
   if (options.compileTo === undefined) {
     return { args: ["run", ...configFlag, ...flags, ENTRY.pathname], permissions };

@@ -565,7 +565,7 @@ export class Spool {
 }
 
 /** How much of the newest records the spool keeps in memory for sinks that keep up. */
-const RECENT_RECORDS_MAX_BYTES = 1 * 2 ** 20;
+const RECENT_RECORDS_MAX_BYTES = 256 * 1024;
 
 /**
  * The newest records, in id order with no gaps, up to a byte budget (the

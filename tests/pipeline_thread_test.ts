@@ -1,0 +1,106 @@
+/**
+ * The pipeline on its worker thread answers exactly as on the calling thread,
+ * in order, and the intake keeps arrival order from the thread to the spool.
+ */
+import assert from "node:assert/strict";
+import { Intake } from "../src/intake.ts";
+import { createWorkerMetrics } from "../src/metrics.ts";
+import { createPipeline, type PipelineOptions } from "../src/pipeline.ts";
+import { inlinePipeline, PipelineThread } from "../src/pipeline_thread.ts";
+import type { Message } from "../src/record.ts";
+import { Spool } from "../src/spool.ts";
+
+const OPTIONS: PipelineOptions = {
+  transform: "ammp",
+  missingVid: "reject",
+  maxPayloadBytes: 262144,
+  maxDepth: 32,
+  maxReadings: 10000,
+  recordMeta: ["node_id", "received_at"],
+  topicNodeLevel: 1,
+};
+
+const encoder = new TextEncoder();
+
+function message(index: number, payload: string): Message {
+  return {
+    topic: `a/node${index % 3}/u/data`,
+    payload: encoder.encode(payload),
+    receivedAt: 1625576100000 + index,
+  };
+}
+
+const PAYLOADS = [
+  '{"t":1625576100,"r":[{"_vid":"dse-1","P":15983,"E":18446744073709551615,"x":null}]}',
+  "not json",
+  '{"t":1625576160.25,"r":[{"_d":"calc","P":1},42,{"_vid":"m","Q":1.50}]}',
+  "[1,2]",
+  '{"t":1625576220,"r":[]}',
+];
+
+Deno.test("the pipeline thread gives the same outcomes as the calling thread, in order", async () => {
+  const messages = Array.from({ length: 60 }, (_, i) => message(i, PAYLOADS[i % PAYLOADS.length]));
+  const thread = new PipelineThread(OPTIONS);
+  try {
+    const [onThread, here] = await Promise.all([
+      thread.run(messages),
+      inlinePipeline(createPipeline(OPTIONS)).run(messages),
+    ]);
+    assert.deepEqual(onThread, here);
+    assert.equal(onThread[1].rejections[0].reason, "invalid_json");
+    assert.deepEqual(onThread[1].rejections[0].payload, encoder.encode("not json"));
+  } finally {
+    thread.close();
+  }
+});
+
+Deno.test("batches sent one after the other come back one after the other", async () => {
+  const thread = new PipelineThread(OPTIONS);
+  try {
+    const batches = Array.from(
+      { length: 10 },
+      (_, b) =>
+        Array.from(
+          { length: 5 },
+          (_, i) => message(b * 5 + i, `{"t":${1625576100 + b * 5 + i},"r":[]}`),
+        ),
+    );
+    const settled: number[] = [];
+    await Promise.all(batches.map((batch, b) => thread.run(batch).then(() => settled.push(b))));
+    assert.deepEqual(settled, batches.map((_, b) => b));
+  } finally {
+    thread.close();
+  }
+});
+
+Deno.test("after close, the pipeline runs on the calling thread", async () => {
+  const thread = new PipelineThread(OPTIONS);
+  thread.close();
+  const [outcome] = await thread.run([message(0, PAYLOADS[0])]);
+  assert.equal(outcome.records.length, 1);
+});
+
+Deno.test("the intake spools bursts from the pipeline thread in arrival order, each durable before its promise resolves", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pipeline_thread_test_" });
+  const spool = Spool.open({ path: `${dir}/spool.db`, sinks: ["file"], maxBytes: 2 ** 30 });
+  const thread = new PipelineThread({ ...OPTIONS, recordMeta: [] });
+  try {
+    const intake = new Intake({ pipeline: thread, spool, metrics: createWorkerMetrics() });
+    const durable: Promise<void>[] = [];
+    for (let i = 0; i < 300; i++) {
+      durable.push(
+        intake.accept(message(i, `{"t":${1625576100 + i},"r":[{"_vid":"v","i":${i}}]}`)),
+      );
+      // Several bursts: a new one starts after each macrotask.
+      if (i % 50 === 49) await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    await Promise.all(durable);
+    const records = spool.read("file", 1000).map((record) => JSON.parse(record.text));
+    assert.deepEqual(records.map((record) => record.data.v.i), durable.map((_, i) => i));
+    await intake.close();
+  } finally {
+    thread.close();
+    spool.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
