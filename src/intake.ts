@@ -150,7 +150,7 @@ export class Intake {
         this.#flush();
       },
       (error) => {
-        // PipelineRunner.run never rejects; if it does, nothing is acknowledged and all comes again.
+        // The pipeline thread died with these on it: none is acknowledged, the broker resends.
         this.#inPipeline -= count;
         this.#log.error("The pipeline failed on {count} message(s): {error}", { count, error });
         for (const waiter of waiters) waiter.reject(error);

@@ -3,7 +3,8 @@
  * JSON work of a burst does not hold up the thread that talks MQTT, commits
  * the spool and feeds the sinks. Batches go over in order and their outcomes
  * come back in order. If the thread cannot start or dies, the pipeline runs
- * on the calling thread instead, and nothing is lost.
+ * on the calling thread instead; what was on it stays unacknowledged, so
+ * the broker sends it again and nothing is lost.
  * @module
  */
 
@@ -12,7 +13,6 @@ import { getLogger } from "@logtape/logtape";
 import { createPipeline, type PipelineOptions, type PipelineResult } from "./pipeline.ts";
 import {
   type BatchMessage,
-  batchMessages,
   decodeOutcome,
   type InitMessage,
   type OutcomesMessage,
@@ -25,7 +25,8 @@ export type { PipelineOutcome } from "./pipeline_worker.ts";
 
 /**
  * Runs the pipeline over batches of messages; the outcomes come back in the
- * order of the messages. `run` never rejects.
+ * order of the messages. `run` rejects only when the messages could not be
+ * run at all (they must then not be acknowledged).
  *
  * @example
  * ```ts
@@ -54,9 +55,10 @@ export function inlinePipeline(pipeline: (message: Message) => PipelineResult): 
 }
 
 interface InFlight {
-  /** The batch as posted, kept to run it here should the thread die. */
-  readonly batch: BatchMessage;
   readonly resolve: (outcomes: readonly PipelineOutcome[]) => void;
+  readonly reject: (error: Error) => void;
+  /** Messages of the batch on the thread. */
+  readonly count: number;
 }
 
 /**
@@ -74,12 +76,14 @@ export class PipelineThread implements PipelineRunner {
   /** Also the fallback: builds (and so checks) the options on this thread. */
   readonly #inline: (message: Message) => PipelineResult;
   readonly #inFlight = new Map<number, InFlight>();
+  readonly #maxPayloadBytes: number;
   #worker?: Worker;
   #nextId = 0;
 
   /** Starts the thread; throws a `RangeError` for bad options, as {@linkcode createPipeline} does. */
   constructor(options: PipelineOptions) {
     this.#inline = createPipeline(options);
+    this.#maxPayloadBytes = options.maxPayloadBytes;
     const module = new URL("./pipeline_worker.ts", import.meta.url);
     const missing = missingReadAccess(module);
     if (missing !== undefined) {
@@ -107,50 +111,68 @@ export class PipelineThread implements PipelineRunner {
     }
   }
 
-  /** Runs the pipeline over `messages` on the thread; never rejects. */
+  /**
+   * Runs the pipeline over `messages` on the thread. Rejects only if the
+   * thread dies while it has them: they must then stay unacknowledged (the
+   * broker sends them again), since their payloads went to the thread.
+   */
   run(messages: readonly Message[]): Promise<readonly PipelineOutcome[]> {
     const worker = this.#worker;
     if (worker === undefined || messages.length === 0) {
       return Promise.resolve(messages.map((message) => runGuarded(this.#inline, message)));
     }
+    // A payload over the limit is rejected unread: no need to copy it to the thread for that.
+    const here: (PipelineOutcome | undefined)[] = [];
     let size = 0;
-    for (const message of messages) size += message.payload.byteLength;
+    for (const message of messages) {
+      const oversized = message.payload.byteLength > this.#maxPayloadBytes;
+      here.push(oversized ? runGuarded(this.#inline, message) : undefined);
+      if (!oversized) size += message.payload.byteLength;
+    }
     const bytes = new Uint8Array(size);
-    const ends = new Uint32Array(messages.length);
     const topics: string[] = [];
     const receivedAt: number[] = [];
+    const endList: number[] = [];
     let end = 0;
     for (let i = 0; i < messages.length; i++) {
+      if (here[i] !== undefined) continue;
       const message = messages[i];
       bytes.set(message.payload, end);
       end += message.payload.byteLength;
-      ends[i] = end;
+      endList.push(end);
       topics.push(message.topic);
       receivedAt.push(message.receivedAt);
     }
+    if (topics.length === 0) return Promise.resolve(here as PipelineOutcome[]);
     const id = this.#nextId++;
     const batch: BatchMessage = {
       kind: "batch",
       id,
       topics,
       receivedAt,
-      ends,
+      ends: Uint32Array.from(endList),
       bytes: bytes.buffer,
     };
-    return new Promise((resolve) => {
-      this.#inFlight.set(id, { batch, resolve });
-      // Copied, not transferred: the copy here is the fallback, and the messages, with the
-      // socket buffers their payloads point into, can be collected at once.
-      worker.postMessage(batch);
+    return new Promise((resolve, reject) => {
+      this.#inFlight.set(id, {
+        resolve: (outcomes) => {
+          let next = 0;
+          resolve(here.map((outcome) => outcome ?? outcomes[next++]));
+        },
+        reject,
+        count: topics.length,
+      });
+      // Transferred, not copied: the socket buffers the payloads pointed into can go now.
+      worker.postMessage(batch, [bytes.buffer]);
     });
   }
 
-  /** Stops the thread; batches still on it are run on this thread. */
+  /** Stops the thread; batches still on it reject (see {@linkcode PipelineThread.run}). */
   close(): void {
     const worker = this.#worker;
     this.#worker = undefined;
     worker?.terminate();
-    this.#runInFlightHere();
+    this.#abandonInFlight("the pipeline thread was stopped");
   }
 
   #settle(data: OutcomesMessage): void {
@@ -161,20 +183,21 @@ export class PipelineThread implements PipelineRunner {
   }
 
   #fallBack(reason: string): void {
-    this.#log.warn(
+    this.#log.error(
       "The pipeline thread stopped ({reason}); running the pipeline on the main thread from now on",
       { reason },
     );
     this.close();
   }
 
-  // In id order, so outcomes still come back in the order of the messages.
-  #runInFlightHere(): void {
-    const ids = [...this.#inFlight.keys()].sort((a, b) => a - b);
-    for (const id of ids) {
-      const { batch, resolve } = this.#inFlight.get(id)!;
+  #abandonInFlight(reason: string): void {
+    for (const [id, { reject, count }] of [...this.#inFlight].sort(([a], [b]) => a - b)) {
       this.#inFlight.delete(id);
-      resolve(batchMessages(batch).map((message) => runGuarded(this.#inline, message)));
+      reject(
+        new Error(
+          `${reason} with ${count} message(s) on it; they stay unacknowledged and the broker sends them again`,
+        ),
+      );
     }
   }
 }

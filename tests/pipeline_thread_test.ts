@@ -73,6 +73,20 @@ Deno.test("batches sent one after the other come back one after the other", asyn
   }
 });
 
+Deno.test("a payload over MAX_PAYLOAD_BYTES is rejected without crossing to the thread, in its place", async () => {
+  const thread = new PipelineThread({ ...OPTIONS, maxPayloadBytes: 1024 });
+  try {
+    const huge = { topic: "a/n/u/data", payload: new Uint8Array(4096).fill(0x20), receivedAt: 1 };
+    const outcomes = await thread.run([message(0, PAYLOADS[0]), huge, message(2, PAYLOADS[4])]);
+    assert.equal(outcomes[0].records.length, 1);
+    assert.equal(outcomes[1].rejections[0].reason, "payload_too_large");
+    assert.equal(outcomes[2].records.length, 1);
+    assert.deepEqual(await thread.run([huge]), [outcomes[1]]);
+  } finally {
+    thread.close();
+  }
+});
+
 Deno.test("after close, the pipeline runs on the calling thread", async () => {
   const thread = new PipelineThread(OPTIONS);
   thread.close();
