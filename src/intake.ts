@@ -69,6 +69,9 @@ export class Intake {
   #flushing?: Promise<void>;
   /** The last appended batch's wait for its sync; earlier ones settle before it. */
   #settled: Promise<void> = Promise.resolve();
+  /** Appended, waiting for the sync that #settle starts. */
+  #committed: Pending[] = [];
+  #syncing = false;
   #scheduled?: ReturnType<typeof setTimeout>;
   #full = false;
 
@@ -116,7 +119,12 @@ export class Intake {
     if (!this.#full) await this.#flush();
     this.#closing.abort();
     await this.#flushing;
-    await this.#settled;
+    // A sync that ends appends what waited for it and starts another: wait for the last one.
+    for (let settled; settled !== this.#settled;) {
+      settled = this.#settled;
+      await settled;
+      await this.#flushing;
+    }
   }
 
   /** Sends the burst to the pipeline now; its outcomes join the spool queue in order. */
@@ -241,7 +249,9 @@ export class Intake {
     const { spool } = this.#options;
     const maxBatch = this.#options.maxBatch ?? 1000;
     let failures = 0;
-    while (this.#queue.length > 0) {
+    // While a sync runs, what arrives waits for it to end: appended then, it is covered by the
+    // next sync just the same, and many bursts make one transaction instead of many.
+    while (this.#queue.length > 0 && !this.#syncing) {
       if (spool.full) {
         if (this.#closing.signal.aborted) return;
         this.#reportFull(true);
@@ -264,17 +274,21 @@ export class Intake {
       }
       failures = 0;
       this.#queue.splice(0, batch.length);
-      this.#settled = this.#settle(batch);
+      // More than maxBatch waiting: the rest goes in further transactions under the same sync.
+      this.#committed = this.#committed.length === 0 ? batch : this.#committed.concat(batch);
+      if (this.#queue.length === 0 || spool.full) this.#settled = this.#settle();
     }
   }
 
   /**
-   * Waits until `committed` is on disk, then lets the connector acknowledge
-   * it. Not awaited by the flush: the next burst is appended while this one
-   * syncs, and one sync covers every commit made before it started. Syncs
-   * finish in order, so acknowledgements keep the order of the messages.
+   * Waits until what was committed is on disk, then lets the connector
+   * acknowledge it; when the sync ends, what queued meanwhile is appended.
+   * Syncs run one at a time, so acknowledgements keep the order of the messages.
    */
-  async #settle(committed: readonly Pending[]): Promise<void> {
+  async #settle(): Promise<void> {
+    const committed = this.#committed;
+    this.#committed = [];
+    this.#syncing = true;
     try {
       await this.#options.spool.sync();
     } catch (error) {
@@ -285,6 +299,9 @@ export class Intake {
       const failure = error instanceof Error ? error : new Error(String(error));
       for (const pending of committed) pending.reject(failure);
       return;
+    } finally {
+      this.#syncing = false;
+      if (this.#queue.length > 0) this.#flush();
     }
     for (const pending of committed) pending.resolve();
   }
