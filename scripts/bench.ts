@@ -579,9 +579,10 @@ function printOutage(outage: {
   drainSeconds: number;
 }): void {
   const { samples } = outage;
-  // The first 10 s are start-up (module graph, first batches); the trend is what follows.
-  const steady = samples.filter((entry) => entry.at >= 10);
-  const slope = steady.length >= 2 ? leastSquaresSlope(steady) * 60 / MiB : NaN;
+  // The first half covers start-up and the heap settling; the trend is what the second half does.
+  const later = samples.filter((entry) => entry.at >= outage.seconds / 2);
+  const slope = later.length >= 2 ? leastSquaresSlope(later) * 60 / MiB : NaN;
+  const laterRss = later.map((entry) => entry.rss);
   console.log(
     `\nWebhook outage: ${outage.seconds} s at ${Math.round(outage.sent / outage.seconds)} msg/s, ` +
       `${outage.pending} records waiting in the spool at its end`,
@@ -590,9 +591,11 @@ function printOutage(outage: {
     `  RSS (MiB) every 5 s: ${samples.map((entry) => (entry.rss / MiB).toFixed(0)).join(" ")}`,
   );
   console.log(
-    `  trend after the first 10 s: ${slope.toFixed(2)} MiB/min; peak ${
-      mib(outage.peak)
-    }; backlog delivered ${outage.drainSeconds.toFixed(1)} s after the webhook recovered`,
+    `  second half: ${mib(Math.min(...laterRss))}–${mib(Math.max(...laterRss))}, trend ${
+      slope.toFixed(2)
+    } MiB/min; peak ${mib(outage.peak)}; backlog delivered ${
+      outage.drainSeconds.toFixed(1)
+    } s after the webhook recovered`,
   );
 }
 
