@@ -120,9 +120,10 @@ export class Intake {
     this.#closing.abort();
     await this.#flushing;
     // A sync that ends appends what waited for it and starts another: wait for the last one.
-    for (let settled; settled !== this.#settled;) {
-      settled = this.#settled;
-      await settled;
+    let waited: Promise<void> | undefined;
+    while (waited !== this.#settled) {
+      waited = this.#settled;
+      await waited;
       await this.#flushing;
     }
   }

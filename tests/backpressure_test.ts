@@ -9,6 +9,7 @@ import { startBroker } from "./_helpers/broker.ts";
 import { publish } from "./_helpers/mqtt.ts";
 import { integrationTest } from "./_helpers/require.ts";
 import { startWorker } from "./_helpers/worker.ts";
+import { eventually, readLines } from "./_helpers/files.ts";
 
 const TOPIC = "a/b827eb2bb2a9/u/data";
 
@@ -16,25 +17,8 @@ function payload(i: number): string {
   return `{"t":${1625576100 + i},"r":[{"_vid":"dse-1","P":${i},"note":"${"x".repeat(60)}"}]}`;
 }
 
-/** Polls for a condition that has no event to await (a file's contents, a broker log line). */
-async function eventually(
-  what: string,
-  check: () => Promise<boolean> | boolean,
-  timeoutMs = 20_000,
-) {
-  const deadline = Date.now() + timeoutMs;
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
 async function lineCount(path: string): Promise<number> {
-  try {
-    return (await Deno.readTextFile(path)).split("\n").filter(Boolean).length;
-  } catch {
-    return 0;
-  }
+  return (await readLines(path)).length;
 }
 
 integrationTest({
@@ -76,16 +60,19 @@ integrationTest({
         "three more keepalive pings from the paused worker",
         () =>
           broker.log().split("\n").filter((line) =>
-            line.includes("PINGREQ from gridrelay-backpressure")
-          ).length >= pingsBefore + 3,
+              line.includes("PINGREQ from gridrelay-backpressure")
+            ).length >= pingsBefore + 3 || undefined,
       );
       assert.doesNotMatch(worker.stderrLines().join("\n"), /Connection to .* lost/);
       assert.equal(await lineCount(output), 0);
 
       // The sink recovers: the spool drains, intake resumes, every message is delivered.
       await Deno.writeTextFile(gate, "");
-      await eventually(`${total} records delivered`, async () =>
-        await lineCount(output) >= total);
+      await eventually(
+        `${total} records delivered`,
+        async () =>
+          await lineCount(output) >= total || undefined,
+      );
       await worker.waitForStderr(/The spool has room again/);
       const times = new Set(
         (await Deno.readTextFile(output)).split("\n").filter(Boolean).map((line) =>

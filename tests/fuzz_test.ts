@@ -17,6 +17,7 @@ import { resetLogging, setupLogging } from "../src/logging.ts";
 import { createWorkerMetrics } from "../src/metrics.ts";
 import { createPipeline, type PipelineResult } from "../src/pipeline.ts";
 import { Spool } from "../src/spool.ts";
+import { eventually, readLines, tempDir } from "./_helpers/files.ts";
 
 const MESSAGES = 3000;
 const MAX_PAYLOAD_BYTES = 262144;
@@ -122,38 +123,6 @@ function fuzzPayloads(count: number, seed: number): { kind: string; payload: Uin
   });
 }
 
-async function tempDir(): Promise<string & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix: "gridrelay-fuzz-test-" });
-  return Object.assign(path, {
-    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
-  }) as unknown as string & AsyncDisposable;
-}
-
-async function readLines(path: string): Promise<string[]> {
-  try {
-    return (await Deno.readTextFile(path)).split("\n").filter((line) => line !== "");
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return [];
-    throw error;
-  }
-}
-
-/** Polls `check` until it holds: a file's contents give no event to await. */
-async function eventually<T>(
-  what: string,
-  check: () => Promise<T | undefined>,
-  timeoutMs = 30_000,
-  progress: () => string = () => "",
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (true) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${progress()}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
 /**
  * The resident set size of a process, from /proc/<pid>/status (Linux). Read
  * through `cat`: Deno lets a program read another process's /proc files only
@@ -243,10 +212,12 @@ integrationTest({
         const lines = await readLines(filePath);
         return lines.some((line) => line.includes('"a/fuzz-last/u/data"')) ? true : undefined;
       },
-      undefined,
-      () =>
-        `the worker's stderr ends:\n${worker.stderrLines().slice(-5).join("\n")}\n` +
-        `the broker's log ends:\n${broker.log().slice(-2000)}`,
+      {
+        timeoutMs: 30_000,
+        progress: () =>
+          `the worker's stderr ends:\n${worker.stderrLines().slice(-5).join("\n")}\n` +
+          `the broker's log ends:\n${broker.log().slice(-2000)}`,
+      },
     );
     const expectedDeadLetters = expected.reduce((sum, result) => sum + result.rejections.length, 0);
     let seen = 0;
@@ -257,8 +228,10 @@ integrationTest({
         seen = lines.length;
         return lines.length >= expectedDeadLetters ? lines : undefined;
       },
-      undefined,
-      () => `${seen} so far; the broker's log ends:\n${broker.log().slice(-2000)}`,
+      {
+        timeoutMs: 30_000,
+        progress: () => `${seen} so far; the broker's log ends:\n${broker.log().slice(-2000)}`,
+      },
     );
     const records = await readLines(filePath);
 

@@ -18,6 +18,7 @@ import { publish } from "./_helpers/mqtt.ts";
 import { freePort, LOOPBACK } from "./_helpers/ports.ts";
 import { integrationTest, missingTools } from "./_helpers/require.ts";
 import { startWorker, type WorkerProcess } from "./_helpers/worker.ts";
+import { eventually, readLines, tempDir } from "./_helpers/files.ts";
 
 const REPO_ROOT = new URL("../", import.meta.url);
 const TOPIC = "a/b827eb2bb2a9/u/data";
@@ -29,13 +30,6 @@ function numbered(i: number): string {
 
 function messages(count: number, from = 0) {
   return Array.from({ length: count }, (_, i) => ({ topic: TOPIC, payload: numbered(from + i) }));
-}
-
-async function tempDir(): Promise<string & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix: "gridrelay-ops-test-" });
-  return Object.assign(path, {
-    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
-  }) as unknown as string & AsyncDisposable;
 }
 
 function baseEnv(broker: Broker, dataDir: string): Record<string, string> {
@@ -58,30 +52,6 @@ function scopedFlags(env: Record<string, string>, cwd: string): string[] {
 /** A worker run exactly under its computed permissions, never the broad test defaults. */
 function startScopedWorker(env: Record<string, string>, cwd: string): WorkerProcess {
   return startWorker(env, { cwd, denoFlags: scopedFlags(env, cwd) });
-}
-
-async function readLines(path: string): Promise<string[]> {
-  try {
-    return (await Deno.readTextFile(path)).split("\n").filter((line) => line !== "");
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return [];
-    throw error;
-  }
-}
-
-/** Polls `check` (a file's lines, an HTTP answer: no event says they changed) until it holds. */
-async function eventually<T>(
-  what: string,
-  check: () => T | undefined | Promise<T | undefined>,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (true) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 async function httpGet(url: string): Promise<{ status: number; body: string }> {

@@ -14,6 +14,7 @@ import { publish } from "./_helpers/mqtt.ts";
 import { freePort, LOOPBACK } from "./_helpers/ports.ts";
 import { integrationTest } from "./_helpers/require.ts";
 import { startWorker } from "./_helpers/worker.ts";
+import { eventually, readLines, tempDir } from "./_helpers/files.ts";
 
 const TOPIC = "a/b827eb2bb2a9/u/data";
 const USERNAME = "relay";
@@ -92,37 +93,6 @@ async function filesUnder(dir: string): Promise<[string, string][]> {
     }
   }
   return files;
-}
-
-async function readLines(path: string): Promise<string[]> {
-  try {
-    return (await Deno.readTextFile(path)).split("\n").filter((line) => line !== "");
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return [];
-    throw error;
-  }
-}
-
-/** Polls `check` until it holds: a file's contents give no event to await. */
-async function eventually<T>(
-  what: string,
-  check: () => Promise<T | undefined>,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (true) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-async function tempDir(): Promise<string & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix: "gridrelay-secrets-test-" });
-  return Object.assign(path, {
-    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
-  }) as unknown as string & AsyncDisposable;
 }
 
 /** One request the endpoint received. */

@@ -17,7 +17,7 @@ function entry(records: string[], receivedAt = 1000): SpoolEntry {
 }
 
 async function withSpool(
-  test: (open: () => Spool) => Promise<void>,
+  test: (open: () => Spool) => void | Promise<void>,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "spool_throughput_test_" });
   const opened: Spool[] = [];
@@ -58,7 +58,7 @@ Deno.test("a batch of 40 records (two 16-row INSERTs and 8 single rows) keeps or
 });
 
 Deno.test("records read from memory and from the database after a restart are the same", async () => {
-  await withSpool(async (open) => {
+  await withSpool((open) => {
     const first = open();
     first.append([entry(numbered(1, 50), 1111)]);
     const fromMemory = first.read("file", 100);
@@ -69,7 +69,7 @@ Deno.test("records read from memory and from the database after a restart are th
 });
 
 Deno.test("records beyond the in-memory window are read from the database, in order, none lost", async () => {
-  await withSpool(async (open) => {
+  await withSpool((open) => {
     const spool = open();
     // About 1.5 MiB of records: more than the spool keeps in memory.
     const texts = numbered(1, 1500, 1000);
@@ -82,7 +82,7 @@ Deno.test("records beyond the in-memory window are read from the database, in or
 });
 
 Deno.test("byte accounting is the same whether removed records were in memory or not", async () => {
-  await withSpool(async (open) => {
+  await withSpool((open) => {
     const spool = open();
     const texts = numbered(1, 30, 10);
     spool.append([entry(texts)]);

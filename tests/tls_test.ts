@@ -10,15 +10,9 @@ import { type Broker, startBroker } from "./_helpers/broker.ts";
 import { integrationTest } from "./_helpers/require.ts";
 import { startWorker } from "./_helpers/worker.ts";
 import { CONFIG_VARIABLES } from "../src/config.ts";
+import { tempDir } from "./_helpers/files.ts";
 
 const KEY_WARNING = /private key .* can be read by other users/;
-
-async function tempDir(): Promise<string & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix: "gridrelay-tls-test-" });
-  return Object.assign(path, {
-    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
-  }) as unknown as string & AsyncDisposable;
-}
 
 /** A copy of the broker's client key with `mode`, and the worker's mutual-TLS environment. */
 async function mutualTlsEnv(

@@ -11,6 +11,7 @@ import { LOOPBACK } from "./_helpers/ports.ts";
 import { integrationTest } from "./_helpers/require.ts";
 import { startWorker, type WorkerProcess } from "./_helpers/worker.ts";
 import denoJson from "../deno.json" with { type: "json" };
+import { eventually, readLines, tempDir } from "./_helpers/files.ts";
 
 const TOPIC = "a/b827eb2bb2a9/u/data";
 const SUBSCRIBED = /Subscribed to/;
@@ -184,37 +185,6 @@ function webhookEnv(
     SHUTDOWN_TIMEOUT_MS: "5000",
     ...extra,
   };
-}
-
-async function tempDir(): Promise<string & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix: "gridrelay-webhook-test-" });
-  return Object.assign(path, {
-    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
-  }) as unknown as string & AsyncDisposable;
-}
-
-async function readLines(path: string): Promise<string[]> {
-  try {
-    return (await Deno.readTextFile(path)).split("\n").filter((line) => line !== "");
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return [];
-    throw error;
-  }
-}
-
-/** Polls `check` (there is no event for "a file has these lines") until it holds or the deadline passes. */
-async function eventually<T>(
-  what: string,
-  check: () => T | undefined | Promise<T | undefined>,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (true) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 function assertNoSecrets(worker: WorkerProcess): void {

@@ -9,6 +9,7 @@ import { type Broker, startBroker } from "./_helpers/broker.ts";
 import { publish } from "./_helpers/mqtt.ts";
 import { integrationTest } from "./_helpers/require.ts";
 import { startWorker, type WorkerProcess } from "./_helpers/worker.ts";
+import { eventually, readLines, tempDir } from "./_helpers/files.ts";
 
 const SPEC_PAYLOAD = `{
   "t": 1625576100,
@@ -50,44 +51,13 @@ function baseEnv(broker: Broker, dataDir: string): Record<string, string> {
   };
 }
 
-async function tempDir(): Promise<string & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix: "gridrelay-worker-test-" });
-  return Object.assign(path, {
-    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
-  }) as unknown as string & AsyncDisposable;
-}
-
-async function readLines(path: string): Promise<string[]> {
-  try {
-    return (await Deno.readTextFile(path)).split("\n").filter((line) => line !== "");
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return [];
-    throw error;
-  }
-}
-
-/** Polls `check` (there is no event for "a file has these lines") until it holds or the deadline passes. */
-async function eventually<T>(
-  what: string,
-  check: () => T | undefined | Promise<T | undefined>,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (true) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
 /** Waits until the file sink holds a record for every `t` offset in `0..count-1`; returns the lines. */
 function allDelivered(path: string, count: number, timeoutMs?: number): Promise<string[]> {
   return eventually(`${count} distinct records in ${path}`, async () => {
     const lines = await readLines(path);
     const times = new Set(lines.map((line) => JSON.parse(line).time));
     return times.size >= count ? lines : undefined;
-  }, timeoutMs);
+  }, { timeoutMs });
 }
 
 async function expectExit(worker: WorkerProcess, code: number): Promise<void> {
