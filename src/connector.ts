@@ -9,32 +9,21 @@
 import { getLogger } from "@logtape/logtape";
 import mqtt from "mqtt";
 import type { IClientOptions, MqttClient, Packet } from "mqtt";
-import { maskUrl } from "./config.ts";
+import { maskUrl, type MqttConfig } from "./config.ts";
 import type { WorkerMetrics } from "./metrics.ts";
 import type { Message } from "./record.ts";
 import { backoffDelay } from "./retry.ts";
 
-/** Everything the connector needs to know; file contents are already read. */
-export interface ConnectorOptions {
-  readonly url: string;
-  readonly topics: readonly string[];
+/** The MQTT configuration with its files read and its client id resolved. */
+export interface ConnectorOptions
+  extends Omit<MqttConfig, "caFile" | "certFile" | "keyFile" | "clientId"> {
+  /** Resolved: the configured id or the one kept in `DATA_DIR`. */
   readonly clientId: string;
-  readonly username?: string;
-  readonly password?: string;
   /** PEM text of the CA(s) to trust instead of the system roots. */
   readonly ca?: string;
   /** PEM text of the client certificate and key, for mutual TLS. */
   readonly cert?: string;
   readonly key?: string;
-  readonly qos: 0 | 1 | 2;
-  readonly protocolVersion: 4 | 5;
-  readonly cleanSession: boolean;
-  readonly shareGroup?: string;
-  /** Attempts at start-up before giving up; `0` retries forever. */
-  readonly connectAttempts: number;
-  readonly reconnectMinMs: number;
-  readonly reconnectMaxMs: number;
-  readonly keepaliveSeconds: number;
   /** MQTT 5 only: how many unacknowledged QoS 1/2 messages the broker may send at once. */
   readonly receiveMaximum?: number;
   readonly metrics: WorkerMetrics;
