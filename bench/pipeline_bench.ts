@@ -6,6 +6,7 @@
  */
 
 import { createPipeline, type PipelineOptions } from "../src/pipeline.ts";
+import { DEFAULT_PIPELINE_OPTIONS } from "../tests/_helpers/spec_example.ts";
 
 // SPEC §1's example, as a Python datalogger's json.dumps would send it (", " and ": ").
 const specPayload = JSON.stringify(
@@ -48,15 +49,7 @@ const compactPayload = JSON.stringify(JSON.parse(specPayload));
 const specBytes = new TextEncoder().encode(specPayload);
 const compactBytes = new TextEncoder().encode(compactPayload);
 
-const options: PipelineOptions = {
-  transform: "ammp",
-  missingVid: "reject",
-  maxPayloadBytes: 262144,
-  maxDepth: 32,
-  maxReadings: 10000,
-  recordMeta: [],
-  topicNodeLevel: 1,
-};
+const options: PipelineOptions = DEFAULT_PIPELINE_OPTIONS;
 const ammp = createPipeline(options);
 const ammpWithMeta = createPipeline({ ...options, recordMeta: ["node_id", "received_at"] });
 const raw = createPipeline({ ...options, transform: "raw" });

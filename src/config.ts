@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { MissingVidPolicy, RecordMetaKey, Transform } from "./pipeline.ts";
+import type { PipelineOptions } from "./pipeline.ts";
 
 /** How records are printed by the stdout sink. */
 export type StdoutFormat = "jsonl" | "pretty" | "auto";
@@ -39,16 +39,8 @@ export interface MqttConfig {
   readonly keepaliveSeconds: number;
 }
 
-/** What the worker does with each payload. */
-export interface PipelineConfig {
-  readonly transform: Transform;
-  readonly missingVid: MissingVidPolicy;
-  readonly maxPayloadBytes: number;
-  readonly maxDepth: number;
-  readonly maxReadings: number;
-  readonly recordMeta: readonly RecordMetaKey[];
-  readonly topicNodeLevel: number;
-}
+/** What the worker does with each payload: exactly the pipeline's options. */
+export type PipelineConfig = PipelineOptions;
 
 /** Where records go. */
 export interface SinksConfig {

@@ -14,6 +14,7 @@ import {
   type RejectionReason,
 } from "../src/pipeline.ts";
 import type { Message } from "../src/record.ts";
+import { DEFAULT_PIPELINE_OPTIONS } from "./_helpers/spec_example.ts";
 
 // Reproducible runs: a fixed seed, unless PROPERTY_SEED names another one or says "random".
 // Why fixed: with some seeds V8's own JSON.parse (Deno 2.9.6, V8 15.0) decodes an escaped
@@ -29,15 +30,7 @@ const encoder = new TextEncoder();
 const TOPIC = "a/b827eb2bb2a9/u/data";
 const RECEIVED_AT = 1625576100123;
 
-const defaults: PipelineOptions = {
-  transform: "ammp",
-  missingVid: "reject",
-  maxPayloadBytes: 262144,
-  maxDepth: 32,
-  maxReadings: 10000,
-  recordMeta: [],
-  topicNodeLevel: 1,
-};
+const defaults: PipelineOptions = DEFAULT_PIPELINE_OPTIONS;
 
 const REASONS: ReadonlySet<RejectionReason> = new Set([
   "invalid_utf8",

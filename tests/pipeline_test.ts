@@ -6,21 +6,14 @@ import {
   type Rejection,
 } from "../src/pipeline.ts";
 import type { Message } from "../src/record.ts";
+import { DEFAULT_PIPELINE_OPTIONS, SPEC_PAYLOAD, SPEC_RECORD } from "./_helpers/spec_example.ts";
 
 const encoder = new TextEncoder();
 const TOPIC = "a/b827eb2bb2a9/u/data";
 const RECEIVED_AT = 1625576100123;
 const TIME = "2021-07-06T12:55:00+00:00";
 
-const defaults: PipelineOptions = {
-  transform: "ammp",
-  missingVid: "reject",
-  maxPayloadBytes: 262144,
-  maxDepth: 32,
-  maxReadings: 10000,
-  recordMeta: [],
-  topicNodeLevel: 1,
-};
+const defaults: PipelineOptions = DEFAULT_PIPELINE_OPTIONS;
 
 /** Runs one payload; checks that every record is one line of valid JSON. */
 function run(
@@ -64,22 +57,6 @@ function rejectionOf(payload: string | Uint8Array, options: Partial<PipelineOpti
   assert.equal(result.rejections.length, 1);
   return result.rejections[0];
 }
-
-const SPEC_PAYLOAD = `{
-  "t": 1625576100,
-  "r": [
-    { "_d": "logger", "_vid": "strato-1", "boot_time": 1625563315, "cpu_load": 0.06, "memory_usage": 17.2 },
-    { "_d": "logger_strato", "_vid": "strato-1", "cpu_temp": 60.148, "disk_usage": 45.8 },
-    { "_d": "diesel_sensor", "_vid": "gamicos-1", "level": 0.5670797228813171, "genset_fuel_volume": 2477.2705366611485 },
-    { "_d": "dse855", "_vid": "dse-1", "E": 86744200, "P": 15983, "V_L3": 229.70000000000002, "fuel_used": null, "temp_oil": null }
-  ],
-  "m": { "snap_rev": 670, "config_id": "c5b2543", "reading_duration": 0.9248790740966797, "reading_offset": 0 }
-}`;
-
-const SPEC_RECORD = '{"time":"2021-07-06T12:55:00+00:00","data":{' +
-  '"strato-1":{"boot_time":1625563315,"cpu_load":0.06,"memory_usage":17.2,"cpu_temp":60.148,"disk_usage":45.8},' +
-  '"gamicos-1":{"level":0.5670797228813171,"genset_fuel_volume":2477.2705366611485},' +
-  '"dse-1":{"E":86744200,"P":15983,"V_L3":229.70000000000002}}}';
 
 // ---------------------------------------------------------------- ammp: SPEC §1
 
