@@ -255,7 +255,7 @@ async function drainBacklogs(
     for (const row of rows) {
       const brokerCpu = await processCpuSeconds(brokerPid);
       const drain = row === "bare"
-        ? await drainBare(broker, clientId(row, round), messages, timeoutMs)
+        ? await drainBare(broker, clientId(row, round), messages, timeoutMs, options.cpuProfileDir)
         : await drainGridrelay(broker, {
           row,
           clientId: clientId(row, round),
@@ -304,6 +304,7 @@ async function drainBare(
   clientId: string,
   messages: number,
   timeoutMs: number,
+  cpuProfileDir?: string,
 ): Promise<Omit<Drain, "brokerCpuSeconds">> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
@@ -312,6 +313,7 @@ async function drainBare(
       new URL("deno.json", REPO_ROOT).pathname,
       "--allow-net=127.0.0.1",
       "--allow-env",
+      ...(cpuProfileDir ? ["--cpu-prof", `--cpu-prof-dir=${cpuProfileDir}/bare`] : []),
       new URL("bench/bare_subscriber.ts", REPO_ROOT).pathname,
       broker.url,
       clientId,

@@ -1,10 +1,12 @@
 /**
  * The durable hand-off between the pipeline and the sinks: an SQLite database
- * (WAL) where each sink reads at its own pace behind its own cursor, and rows
- * every sink has delivered are removed. A commit reaches the disk when
- * {@linkcode Spool.sync} resolves: the WAL is `fdatasync`ed off the main
- * thread, so one sync covers every commit made while the last one ran (group
- * commit). Byte accounting and pruning cost O(rows touched).
+ * (WAL) where each sink reads at its own pace behind its own cursor, and what
+ * every sink has delivered is removed. Records are stored as chunks — one
+ * row holds the JSON Lines of one burst of messages — so a burst costs one
+ * row, not a row per record, while ids, cursors and byte accounting stay per
+ * record. A commit reaches the disk when {@linkcode Spool.sync} resolves: the
+ * WAL is `fdatasync`ed off the main thread, so one sync covers every commit
+ * made while the last one ran (group commit).
  * @module
  */
 
@@ -28,6 +30,11 @@ export interface SpoolOptions {
   readonly sinks: readonly string[];
   /** Size limit of pending records plus dead letters, in bytes; see {@linkcode Spool.full}. */
   readonly maxBytes: number;
+  /**
+   * Bytes of the newest records kept in memory as well, so sinks that keep up
+   * read them without a query; default 8 MiB.
+   */
+  readonly memoryBytes?: number;
 }
 
 /**
@@ -52,6 +59,35 @@ export interface SpoolEntry {
   readonly receivedAt: number;
   /** The message's topic; kept per record so a record a sink refuses can be dead-lettered with it. */
   readonly topic: string;
+}
+
+/**
+ * What a burst of messages produced, ready to store as it is: the records as
+ * JSON Lines bytes, where each one came from, and the dead letters.
+ *
+ * @example
+ * ```ts
+ * const lines = new TextEncoder().encode('{"n":1}\n{"n":2}\n');
+ * const chunk: SpoolChunk = {
+ *   lines,
+ *   ends: Uint32Array.of(8, 16),
+ *   receivedAt: Float64Array.of(1000, 1000),
+ *   topics: ["a/x/u/data", "a/y/u/data"],
+ *   deadLetters: [],
+ * };
+ * ```
+ */
+export interface SpoolChunk {
+  /** The records as UTF-8 JSON Lines: each record is one line, ended by "\n". */
+  readonly lines: Uint8Array;
+  /** Per record, the offset in `lines` just past its "\n". */
+  readonly ends: Uint32Array;
+  /** Per record, when its message was received, in ms since the epoch. */
+  readonly receivedAt: Float64Array;
+  /** Per record, its message's topic. */
+  readonly topics: readonly string[];
+  /** Dead-letter JSON lines committed with the records. */
+  readonly deadLetters: readonly string[];
 }
 
 /**
@@ -102,21 +138,27 @@ export interface AcknowledgeOptions {
   readonly deadLetters?: readonly string[];
 }
 
-/** Records per multi-row INSERT; the rest of a batch goes row by row. */
-const INSERT_ROWS = 16;
-
 /** WAL pages (4 KiB each) after which a commit checkpoints them into the database. */
 const WAL_CHECKPOINT_PAGES = 16_384;
 
-// Bumped when the schema changes; open() refuses a database from a newer version.
-const SCHEMA_VERSION = 1;
+/** How much of the newest chunks the spool keeps in memory for sinks that keep up. */
+const RECENT_CHUNKS_MAX_BYTES = 8 * 2 ** 20;
+
+/** Chunks read back from the database that stay in memory, for a sink reading one in parts. */
+const LOADED_CHUNKS_KEPT = 4;
+
+// Bumped when the schema changes; open() upgrades an older database and refuses a newer one.
+const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
-CREATE TABLE IF NOT EXISTS records (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  text TEXT NOT NULL,
-  received_at INTEGER NOT NULL,
-  topic TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS chunks (
+  first_id INTEGER PRIMARY KEY,
+  last_id INTEGER NOT NULL,
+  lines BLOB NOT NULL,
+  ends BLOB NOT NULL,
+  received_at BLOB NOT NULL,
+  topics TEXT NOT NULL,
+  sizes BLOB NOT NULL,
   bytes INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -127,6 +169,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO totals (name, value) VALUES ('bytes', 0);
+INSERT OR IGNORE INTO totals (name, value) VALUES ('last_id', 0);
 `;
 
 /**
@@ -151,33 +194,37 @@ export class Spool {
   readonly #statements: Statements;
   readonly #waiters = new Set<() => void>();
   readonly #wal: WalSync;
-  readonly #recent = new RecentRecords(RECENT_RECORDS_MAX_BYTES);
+  readonly #recent: RecentChunks;
+  readonly #loaded = new Map<number, Chunk>();
   #bytes: number;
   #lastId: number;
-  // Every record with an id at or below this has been delivered by every sink and removed.
+  // Every record with an id at or below this has been delivered by every sink; chunks wholly
+  // below it are removed.
   #floor: number;
 
   private constructor(
     db: DatabaseSync,
-    maxBytes: number,
+    options: SpoolOptions,
     cursors: Map<string, number>,
     wal: WalSync,
   ) {
     this.#db = db;
+    this.#recent = new RecentChunks(options.memoryBytes ?? RECENT_CHUNKS_MAX_BYTES);
     this.#wal = wal;
-    this.#maxBytes = maxBytes;
+    this.#maxBytes = options.maxBytes;
     this.#cursors = cursors;
     this.#statements = prepareStatements(db);
-    this.#bytes = Number(this.#statements.bytes.get()?.value ?? 0);
-    this.#lastId = Number(this.#statements.lastId.get()?.seq ?? 0);
+    this.#bytes = Number(this.#statements.total.get("bytes")?.value ?? 0);
+    this.#lastId = Number(this.#statements.total.get("last_id")?.value ?? 0);
     this.#floor = Math.min(...cursors.values());
   }
 
   /**
    * Opens (creating if needed) the spool at `options.path`, adds a cursor at
    * the oldest pending record for each sink it has not seen, and drops the
-   * cursors of sinks no longer configured, so their rows can be pruned.
-   * Throws an error naming the path when the database cannot be opened.
+   * cursors of sinks no longer configured, so their rows can be pruned. A
+   * spool written by an earlier version is upgraded in place. Throws an
+   * error naming the path when the database cannot be opened.
    *
    * @example
    * ```ts
@@ -217,11 +264,14 @@ export class Spool {
       // A checkpoint blocks the thread for its writes and two fsyncs; rows live briefly, so a
       // larger WAL (64 MiB) checkpoints less often and writes each reused page once per round.
       db.exec(`PRAGMA wal_autocheckpoint = ${WAL_CHECKPOINT_PAGES}`);
-      db.exec(`BEGIN IMMEDIATE; ${SCHEMA} PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT;`);
-      const cursors = syncCursors(db, sinks);
+      db.exec("BEGIN IMMEDIATE");
+      db.exec(SCHEMA);
+      if (version === 1) upgradeFromRecordRows(db);
+      db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT;`);
+      const { cursors, previousFloor } = syncCursors(db, sinks);
       wal = new WalSync(`${path}-wal`);
-      const spool = new Spool(db, maxBytes, cursors, wal);
-      spool.#prune();
+      const spool = new Spool(db, options, cursors, wal);
+      spool.#prune(previousFloor);
       return spool;
     } catch (error) {
       if (db?.isTransaction) db.exec("ROLLBACK");
@@ -258,11 +308,8 @@ export class Spool {
   }
 
   /**
-   * Appends the records and dead letters of `entries` in one transaction, so
-   * either all of them are committed when it returns or it throws and none
-   * are; they are durable once a later {@linkcode Spool.sync} resolves. It
-   * never refuses for size: pausing the intake on {@linkcode Spool.full} is
-   * the caller's job.
+   * Appends the records and dead letters of `entries` in one transaction.
+   * The convenient form of {@linkcode Spool.appendChunks}, for record texts.
    *
    * @example
    * ```ts
@@ -270,64 +317,113 @@ export class Spool {
    * ```
    */
   append(entries: readonly SpoolEntry[]): void {
-    let added = 0;
-    let lastId = this.#lastId;
-    let appended = 0;
-    // Each record's four columns, in order, for the multi-row INSERTs.
-    const columns: (string | number)[] = [];
-    const sizes: number[] = [];
-    this.#transaction(() => {
-      const { insertRecord, insertRecords, insertDeadLetter } = this.#statements;
-      for (const entry of entries) {
-        const { receivedAt, topic } = entry;
-        const topicBytes = utf8Length(topic);
-        for (const text of entry.records) {
-          const bytes = utf8Length(text) + topicBytes;
-          columns.push(text, receivedAt, topic, bytes);
-          sizes.push(bytes);
-          added += bytes;
+    const texts: string[] = [];
+    const receivedAt: number[] = [];
+    const topics: string[] = [];
+    const deadLetters: string[] = [];
+    for (const entry of entries) {
+      for (const text of entry.records) {
+        if (typeof text !== "string") {
+          throw new TypeError(`A spooled record must be JSON text, got ${typeof text}`);
         }
-        for (const line of entry.deadLetters) {
-          const bytes = utf8Length(line);
-          insertDeadLetter.run(line, bytes);
-          added += bytes;
-          appended++;
-        }
+        texts.push(text);
+        receivedAt.push(entry.receivedAt);
+        topics.push(entry.topic);
       }
-      // Rows per statement cost less than statements; within one, ids are given in row order.
-      const rows = sizes.length;
-      let row = 0;
-      for (; row + INSERT_ROWS <= rows; row += INSERT_ROWS) {
-        const start = row * 4;
-        lastId = Number(
-          insertRecords.run(...columns.slice(start, start + INSERT_ROWS * 4)).lastInsertRowid,
-        );
-      }
-      for (; row < rows; row++) {
-        const start = row * 4;
-        lastId = Number(insertRecord.run(...columns.slice(start, start + 4)).lastInsertRowid);
-      }
-      appended += rows;
-      if (added > 0) this.#statements.addBytes.run(added);
-    });
-    // Record ids are dense (see pending()): the rows just inserted end at lastId.
-    const firstId = lastId - sizes.length + 1;
-    for (let row = 0; row < sizes.length; row++) {
-      const at = row * 4;
-      this.#recent.push({
-        id: firstId + row,
-        text: columns[at] as string,
-        receivedAt: columns[at + 1] as number,
-        topic: columns[at + 2] as string,
-      }, sizes[row]);
+      deadLetters.push(...entry.deadLetters);
     }
-    this.#lastId = lastId;
-    this.#bytes += added;
-    if (appended > 0) this.#notify();
+    const { lines, ends } = encodeLines(texts);
+    this.appendChunks([{
+      lines,
+      ends,
+      receivedAt: Float64Array.from(receivedAt),
+      topics,
+      deadLetters,
+    }]);
   }
 
   /**
-   * Up to `limit` records after `sink`'s cursor, oldest first.
+   * Appends `chunks` in one transaction, so either all of them are committed
+   * when it returns or it throws and none are; they are durable once a later
+   * {@linkcode Spool.sync} resolves. Records get the next ids in order. It
+   * never refuses for size: pausing the intake on {@linkcode Spool.full} is
+   * the caller's job. The chunks' buffers are kept, not copied: do not
+   * change them afterwards.
+   *
+   * @example
+   * ```ts
+   * spool.appendChunks([chunk]);
+   * await spool.sync(); // durable: acknowledge the messages
+   * ```
+   */
+  appendChunks(chunks: readonly SpoolChunk[]): void {
+    let lastId = this.#lastId;
+    let added = 0;
+    let changed = false;
+    const stored: Chunk[] = [];
+    this.#transaction(() => {
+      const { insertChunk, insertDeadLetter, setTotal } = this.#statements;
+      for (const chunk of chunks) {
+        const count = checkChunk(chunk);
+        if (count > 0) {
+          const sizes = recordSizes(chunk);
+          const bytes = sizes[count];
+          insertChunk.run(
+            lastId + 1,
+            lastId + count,
+            chunk.lines,
+            bytesOf(chunk.ends),
+            bytesOf(chunk.receivedAt),
+            JSON.stringify(chunk.topics),
+            bytesOf(sizes),
+            bytes,
+          );
+          stored.push({ ...chunk, firstId: lastId + 1, count, sizes });
+          lastId += count;
+          added += bytes;
+        }
+        for (const line of chunk.deadLetters) {
+          const bytes = utf8Length(line);
+          insertDeadLetter.run(line, bytes);
+          added += bytes;
+        }
+        changed ||= count > 0 || chunk.deadLetters.length > 0;
+      }
+      if (added > 0) this.#statements.addBytes.run(added);
+      if (lastId !== this.#lastId) setTotal.run(lastId, "last_id");
+    });
+    for (const chunk of stored) this.#recent.push(chunk);
+    this.#lastId = lastId;
+    this.#bytes += added;
+    if (changed) this.#notify();
+  }
+
+  /**
+   * Up to `limit` records after `sink`'s cursor, oldest first, as one batch
+   * (empty when the sink has caught up).
+   *
+   * @example
+   * ```ts
+   * const batch = spool.readBatch("file", 500);
+   * if (batch.length > 0) await file.write(batch.lines());
+   * ```
+   */
+  readBatch(sink: string, limit: number): RecordBatch {
+    const cursor = this.#cursor(sink);
+    const last = Math.min(this.#lastId, cursor + Math.max(0, Math.floor(limit)));
+    const segments: Segment[] = [];
+    for (let id = cursor + 1; id <= last;) {
+      const chunk = this.#chunkWith(id);
+      const start = id - chunk.firstId;
+      const end = Math.min(chunk.count, last - chunk.firstId + 1);
+      segments.push({ chunk, start, end });
+      id = chunk.firstId + end;
+    }
+    return new RecordBatch(cursor + 1, segments);
+  }
+
+  /**
+   * Up to `limit` records after `sink`'s cursor, oldest first, one object each.
    *
    * @example
    * ```ts
@@ -335,17 +431,17 @@ export class Spool {
    * ```
    */
   read(sink: string, limit: number): SpooledRecord[] {
-    const cursor = this.#cursor(sink);
-    // A sink keeping up reads what was just appended: from memory, not from the database.
-    const recent = this.#recent.after(cursor, limit);
-    if (recent !== undefined) return recent;
-    const rows = this.#statements.readRecords.all(cursor, limit);
-    return rows.map((row) => ({
-      id: Number(row.id),
-      text: String(row.text),
-      receivedAt: Number(row.received_at),
-      topic: String(row.topic),
-    }));
+    const batch = this.readBatch(sink, limit);
+    const records: SpooledRecord[] = [];
+    for (let index = 0; index < batch.length; index++) {
+      records.push({
+        id: batch.firstId + index,
+        text: batch.text(index),
+        receivedAt: batch.receivedAt(index),
+        topic: batch.topic(index),
+      });
+    }
+    return records;
   }
 
   /**
@@ -382,10 +478,11 @@ export class Spool {
       }
       const cursors = new Map(this.#cursors).set(sink, next);
       floor = Math.min(...cursors.values());
-      if (floor > this.#floor) removed = this.#removeRecords(this.#floor, floor);
+      if (floor > this.#floor) removed = this.#removeThrough(this.#floor, floor);
       if (added !== removed) this.#statements.addBytes.run(added - removed);
     });
     this.#cursors.set(sink, next);
+    if (floor > this.#floor) this.#forgetThrough(floor);
     this.#floor = floor;
     this.#bytes += added - removed;
     this.#notify();
@@ -400,8 +497,7 @@ export class Spool {
    * ```
    */
   pending(sink: string): number {
-    // Ids are dense: rows are only inserted at the end (AUTOINCREMENT rolls back with its
-    // transaction) and removed from the front, so a difference counts them in O(1).
+    // Ids are dense: each append takes the next ones, so a difference counts them in O(1).
     return this.#lastId - this.#cursor(sink);
   }
 
@@ -495,6 +591,7 @@ export class Spool {
     if (this.#db.isOpen) this.#db.close();
     this.#wal.close();
     this.#recent.clear();
+    this.#loaded.clear();
     this.#notify();
   }
 
@@ -526,25 +623,69 @@ export class Spool {
     return cursor;
   }
 
-  // Removes records in (from, to]; returns their bytes. O(rows removed) via the primary key.
-  #removeRecords(from: number, to: number): number {
-    const bytes = this.#recent.bytesBetween(from, to) ??
-      Number(this.#statements.sumRecordBytes.get(from, to)?.bytes ?? 0);
-    this.#statements.deleteRecords.run(from, to);
-    this.#recent.dropThrough(to);
+  /** The chunk holding record `id` (which must be pending): from memory, else from the database. */
+  #chunkWith(id: number): Chunk {
+    const recent = this.#recent.find(id);
+    if (recent !== undefined) return recent;
+    for (const chunk of this.#loaded.values()) {
+      if (chunk.firstId <= id && id < chunk.firstId + chunk.count) return chunk;
+    }
+    const row = this.#statements.chunkWith.get(id);
+    if (row === undefined || Number(row.last_id) < id) {
+      throw new Error(`The spool has lost record ${id}: no chunk holds it`);
+    }
+    const chunk = chunkOf(row);
+    this.#loaded.set(chunk.firstId, chunk);
+    if (this.#loaded.size > LOADED_CHUNKS_KEPT) {
+      this.#loaded.delete(this.#loaded.keys().next().value!);
+    }
+    return chunk;
+  }
+
+  /**
+   * Removes the chunks whose records all lie at or below `to`, and returns the
+   * bytes of the records in (from, to] — in part of a chunk, too, since bytes
+   * count pending records. O(chunks touched).
+   */
+  #removeThrough(from: number, to: number): number {
+    let bytes = this.#recent.bytesBetween(from, to);
+    if (bytes === undefined) {
+      bytes = 0;
+      for (const span of this.#statements.chunkSpans.all(from, to)) {
+        const firstId = Number(span.first_id);
+        const lastId = Number(span.last_id);
+        if (firstId > from && lastId <= to) {
+          bytes += Number(span.bytes);
+        } else {
+          // A chunk cut by `from` or `to`: its per-record sizes tell.
+          const { sizes } = this.#chunkWith(firstId);
+          bytes += sizes[Math.min(to, lastId) - firstId + 1] -
+            sizes[Math.max(from, firstId - 1) - firstId + 1];
+        }
+      }
+    }
+    this.#statements.deleteChunks.run(to);
     return bytes;
   }
 
-  // At open: removes what the remaining cursors have all passed (e.g. after a sink was dropped).
-  #prune(): void {
-    const present = Number(this.#statements.firstId.get()?.id ?? this.#floor + 1);
-    if (present > this.#floor) return;
+  #forgetThrough(floor: number): void {
+    this.#recent.dropThrough(floor);
+    for (const [firstId, chunk] of this.#loaded) {
+      if (firstId + chunk.count - 1 <= floor) this.#loaded.delete(firstId);
+    }
+  }
+
+  // At open: removes what the remaining cursors have all passed since `previousFloor`, the
+  // lowest cursor before sinks were dropped.
+  #prune(previousFloor: number): void {
+    if (previousFloor >= this.#floor) return;
     let removed = 0;
     this.#transaction(() => {
-      removed = this.#removeRecords(present - 1, this.#floor);
-      this.#statements.addBytes.run(-removed);
+      removed = this.#removeThrough(previousFloor, this.#floor);
+      if (removed > 0) this.#statements.addBytes.run(-removed);
     });
     this.#bytes -= removed;
+    this.#forgetThrough(this.#floor);
   }
 
   #transaction(work: () => void): void {
@@ -564,80 +705,312 @@ export class Spool {
   }
 }
 
-/** How much of the newest records the spool keeps in memory for sinks that keep up. */
-const RECENT_RECORDS_MAX_BYTES = 256 * 1024;
+/** A stored chunk: a {@linkcode SpoolChunk} with its place in the id sequence. */
+interface Chunk {
+  readonly firstId: number;
+  readonly count: number;
+  readonly lines: Uint8Array;
+  readonly ends: Uint32Array;
+  readonly receivedAt: Float64Array;
+  readonly topics: readonly string[];
+  /** Bytes of the records before each index (sizes[count] is the chunk's total). */
+  readonly sizes: Float64Array;
+}
+
+/** Part of a chunk: records [start, end) by index in it. */
+interface Segment {
+  readonly chunk: Chunk;
+  readonly start: number;
+  readonly end: number;
+}
+
+const decoder = new TextDecoder();
 
 /**
- * The newest records, in id order with no gaps, up to a byte budget (the
- * oldest are forgotten first; the database still has them). Sinks that keep
- * up read from here, which spares a query and a copy of every text.
+ * Consecutive records read from the spool for one sink: their JSON Lines
+ * bytes as stored, and each record's text, receipt time and topic by index.
+ *
+ * @example
+ * ```ts
+ * const batch = spool.readBatch("webhook", 100);
+ * for (let index = 0; index < batch.length; index++) console.log(batch.id(index), batch.text(index));
+ * ```
  */
-class RecentRecords {
+export class RecordBatch {
+  /** The id of the first record; the others follow without gaps. */
+  readonly firstId: number;
+  /** How many records. */
+  readonly length: number;
+  readonly #segments: readonly Segment[];
+
+  /** A batch of the records in `segments`, the first of which has id `firstId`. */
+  constructor(firstId: number, segments: readonly Segment[]) {
+    this.firstId = firstId;
+    this.#segments = segments;
+    this.length = segments.reduce((sum, segment) => sum + segment.end - segment.start, 0);
+  }
+
+  /** The id of the last record (`firstId - 1` when empty). */
+  get lastId(): number {
+    return this.firstId + this.length - 1;
+  }
+
+  /** The records as UTF-8 JSON Lines, each ended by "\n": a view of the stored bytes when it can. */
+  lines(): Uint8Array {
+    const ranges = this.#segments.map(({ chunk, start, end }) =>
+      chunk.lines.subarray(start === 0 ? 0 : chunk.ends[start - 1], chunk.ends[end - 1])
+    );
+    if (ranges.length === 1) return ranges[0];
+    const joined = new Uint8Array(ranges.reduce((sum, range) => sum + range.length, 0));
+    let offset = 0;
+    for (const range of ranges) {
+      joined.set(range, offset);
+      offset += range.length;
+    }
+    return joined;
+  }
+
+  /** The id of the record at `index`. */
+  id(index: number): number {
+    return this.firstId + index;
+  }
+
+  /** The JSON text of the record at `index`, without its "\n". */
+  text(index: number): string {
+    const [chunk, at] = this.#locate(index);
+    return decoder.decode(
+      chunk.lines.subarray(at === 0 ? 0 : chunk.ends[at - 1], chunk.ends[at] - 1),
+    );
+  }
+
+  /** When the message of the record at `index` was received, in ms since the epoch. */
+  receivedAt(index: number): number {
+    const [chunk, at] = this.#locate(index);
+    return chunk.receivedAt[at];
+  }
+
+  /** The topic of the message of the record at `index`. */
+  topic(index: number): string {
+    const [chunk, at] = this.#locate(index);
+    return chunk.topics[at];
+  }
+
+  #locate(index: number): [Chunk, number] {
+    if (!(index >= 0 && index < this.length)) {
+      throw new RangeError(`Record index ${index} is outside this batch of ${this.length}`);
+    }
+    for (const { chunk, start, end } of this.#segments) {
+      if (index < end - start) return [chunk, start + index];
+      index -= end - start;
+    }
+    throw new RangeError("unreachable");
+  }
+}
+
+/**
+ * The newest chunks, in id order with no gaps, up to a byte budget (the
+ * oldest are forgotten first; the database still has them). Sinks that keep
+ * up read from here, which spares a query and a copy of every record.
+ */
+class RecentChunks {
   readonly #maxBytes: number;
-  #records: SpooledRecord[] = [];
-  #sizes: number[] = [];
-  /** Index of the oldest kept record; the arrays are compacted now and then. */
-  #head = 0;
+  #chunks: Chunk[] = [];
   #bytes = 0;
 
   constructor(maxBytes: number) {
     this.#maxBytes = maxBytes;
   }
 
-  push(record: SpooledRecord, bytes: number): void {
-    const last = this.#records[this.#records.length - 1];
-    if (this.#head < this.#records.length && last.id + 1 !== record.id) this.clear();
-    this.#records.push(record);
-    this.#sizes.push(bytes);
-    this.#bytes += bytes;
-    while (this.#bytes > this.#maxBytes && this.#head < this.#records.length) this.#shift();
-    this.#compact();
+  push(chunk: Chunk): void {
+    const last = this.#chunks[this.#chunks.length - 1];
+    if (last !== undefined && last.firstId + last.count !== chunk.firstId) this.clear();
+    this.#chunks.push(chunk);
+    this.#bytes += chunk.lines.byteLength;
+    while (this.#bytes > this.#maxBytes && this.#chunks.length > 1) this.#shift();
   }
 
-  /** Up to `limit` records after id `cursor`, or undefined when they are not all here. */
-  after(cursor: number, limit: number): SpooledRecord[] | undefined {
-    if (this.#head >= this.#records.length) return undefined;
-    const start = this.#head + (cursor + 1 - this.#records[this.#head].id);
-    if (start < this.#head || start > this.#records.length) return undefined;
-    return this.#records.slice(start, Math.min(start + limit, this.#records.length));
+  /** The chunk holding record `id`, when it is here. */
+  find(id: number): Chunk | undefined {
+    const chunks = this.#chunks;
+    if (chunks.length === 0 || id < chunks[0].firstId) return undefined;
+    // Readers are usually near the front (oldest pending) or the back (just appended).
+    for (let i = 0; i < chunks.length; i++) {
+      const chunk = chunks[i];
+      if (id < chunk.firstId + chunk.count) return id >= chunk.firstId ? chunk : undefined;
+    }
+    return undefined;
   }
 
   /** Bytes of the records with ids in (from, to], or undefined when not all are here. */
   bytesBetween(from: number, to: number): number | undefined {
-    if (this.#head >= this.#records.length) return to <= from ? 0 : undefined;
-    const first = this.#records[this.#head].id;
-    if (from + 1 < first || to > this.#records[this.#records.length - 1].id) return undefined;
+    if (to <= from) return 0;
+    const chunks = this.#chunks;
+    if (chunks.length === 0 || from + 1 < chunks[0].firstId) return undefined;
+    const last = chunks[chunks.length - 1];
+    if (to > last.firstId + last.count - 1) return undefined;
     let bytes = 0;
-    for (let i = this.#head + (from + 1 - first); i <= this.#head + (to - first); i++) {
-      bytes += this.#sizes[i];
+    for (const chunk of chunks) {
+      const lastId = chunk.firstId + chunk.count - 1;
+      if (lastId <= from) continue;
+      if (chunk.firstId > to) break;
+      const start = Math.max(from + 1, chunk.firstId) - chunk.firstId;
+      const end = Math.min(to, lastId) - chunk.firstId + 1;
+      bytes += chunk.sizes[end] - chunk.sizes[start];
     }
     return bytes;
   }
 
-  /** Forgets every record with an id up to `id`. */
+  /** Forgets every chunk whose records all have ids up to `id`. */
   dropThrough(id: number): void {
-    while (this.#head < this.#records.length && this.#records[this.#head].id <= id) this.#shift();
-    this.#compact();
+    while (this.#chunks.length > 0) {
+      const first = this.#chunks[0];
+      if (first.firstId + first.count - 1 > id) break;
+      this.#shift();
+    }
   }
 
   clear(): void {
-    this.#records = [];
-    this.#sizes = [];
-    this.#head = 0;
+    this.#chunks = [];
     this.#bytes = 0;
   }
 
   #shift(): void {
-    this.#bytes -= this.#sizes[this.#head];
-    this.#head++;
+    this.#bytes -= this.#chunks.shift()!.lines.byteLength;
   }
+}
 
-  // Drops the forgotten front of the arrays once it is at least half of them: amortised O(1).
-  #compact(): void {
-    if (this.#head < 1024 || this.#head * 2 < this.#records.length) return;
-    this.#records = this.#records.slice(this.#head);
-    this.#sizes = this.#sizes.slice(this.#head);
-    this.#head = 0;
+const encoder = new TextEncoder();
+
+/**
+ * Record texts as JSON Lines bytes and each line's end, for {@linkcode SpoolChunk}.
+ *
+ * @example
+ * ```ts
+ * const { lines, ends } = encodeLines(['{"n":1}', '{"n":2}']); // ends: [8, 16]
+ * ```
+ */
+export function encodeLines(texts: readonly string[]): { lines: Uint8Array; ends: Uint32Array } {
+  let most = 0;
+  for (const text of texts) most += text.length * 3 + 1;
+  const buffer = new Uint8Array(most);
+  const ends = new Uint32Array(texts.length);
+  let offset = 0;
+  for (let i = 0; i < texts.length; i++) {
+    offset += encoder.encodeInto(texts[i], buffer.subarray(offset)).written;
+    buffer[offset++] = 0x0a;
+    ends[i] = offset;
+  }
+  return { lines: buffer.slice(0, offset), ends };
+}
+
+/** Checks that a chunk's parts agree; returns its record count. */
+function checkChunk(chunk: SpoolChunk): number {
+  const count = chunk.ends.length;
+  if (
+    chunk.receivedAt.length !== count || chunk.topics.length !== count ||
+    (count > 0 && chunk.ends[count - 1] !== chunk.lines.byteLength)
+  ) {
+    throw new RangeError(
+      `A spool chunk's parts disagree: ${count} line ends (the last at ${
+        chunk.ends[count - 1]
+      }), ${chunk.receivedAt.length} receipt times, ${chunk.topics.length} topics, ${chunk.lines.byteLength} bytes of lines`,
+    );
+  }
+  return count;
+}
+
+/** Cumulative bytes of a chunk's records: each is its text (without "\n") plus its topic, UTF-8. */
+function recordSizes(chunk: SpoolChunk): Float64Array {
+  const { ends, topics } = chunk;
+  const sizes = new Float64Array(ends.length + 1);
+  let topic = "";
+  let topicBytes = 0;
+  for (let i = 0; i < ends.length; i++) {
+    if (topics[i] !== topic) {
+      topic = topics[i];
+      topicBytes = utf8Length(topic);
+    }
+    const lineBytes = ends[i] - (i === 0 ? 0 : ends[i - 1]) - 1;
+    sizes[i + 1] = sizes[i] + lineBytes + topicBytes;
+  }
+  return sizes;
+}
+
+/** The bytes of a typed array, for a BLOB column (native byte order: little-endian everywhere Deno runs). */
+function bytesOf(array: Uint32Array | Float64Array): Uint8Array {
+  return new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+}
+
+function chunkOf(row: Record<string, unknown>): Chunk {
+  const firstId = Number(row.first_id);
+  const count = Number(row.last_id) - firstId + 1;
+  return {
+    firstId,
+    count,
+    lines: row.lines as Uint8Array,
+    ends: typed(row.ends as Uint8Array, Uint32Array),
+    receivedAt: typed(row.received_at as Uint8Array, Float64Array),
+    topics: JSON.parse(String(row.topics)),
+    sizes: typed(row.sizes as Uint8Array, Float64Array),
+  };
+}
+
+// A BLOB comes back as a Uint8Array that may not be aligned for the wider type: copy it.
+function typed<T extends Uint32Array | Float64Array>(
+  blob: Uint8Array,
+  type: { new (buffer: ArrayBuffer): T; BYTES_PER_ELEMENT: number },
+): T {
+  return new type(blob.slice().buffer);
+}
+
+/**
+ * Schema 1 kept one row per record; schema 2 keeps chunks. Moves every
+ * pending record over, with its id, inside the transaction of the open.
+ */
+function upgradeFromRecordRows(db: DatabaseSync): void {
+  const last = Number(
+    db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'records'").get()?.seq ?? 0,
+  );
+  const read = db.prepare(
+    "SELECT id, text, received_at, topic FROM records WHERE id > ? ORDER BY id LIMIT 1000",
+  );
+  const insert = db.prepare(
+    "INSERT INTO chunks (first_id, last_id, lines, ends, received_at, topics, sizes, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+  );
+  let moved = 0;
+  for (let rows = read.all(0); rows.length > 0; rows = read.all(rows[rows.length - 1].id)) {
+    // Ids are dense within a run; a gap (never expected) starts a new chunk.
+    let start = 0;
+    for (let i = 1; i <= rows.length; i++) {
+      if (i < rows.length && Number(rows[i].id) === Number(rows[i - 1].id) + 1) continue;
+      const run = rows.slice(start, i);
+      const { lines, ends } = encodeLines(run.map((row) => String(row.text)));
+      const chunk: SpoolChunk = {
+        lines,
+        ends,
+        receivedAt: Float64Array.from(run, (row) => Number(row.received_at)),
+        topics: run.map((row) => String(row.topic)),
+        deadLetters: [],
+      };
+      const sizes = recordSizes(chunk);
+      insert.run(
+        Number(run[0].id),
+        Number(run[run.length - 1].id),
+        lines,
+        bytesOf(ends),
+        bytesOf(chunk.receivedAt),
+        JSON.stringify(chunk.topics),
+        bytesOf(sizes),
+        sizes[run.length],
+      );
+      moved += run.length;
+      start = i;
+    }
+  }
+  db.prepare("UPDATE totals SET value = ? WHERE name = 'last_id'").run(last);
+  db.exec("DROP TABLE records");
+  if (moved > 0) {
+    logger.info("Upgraded the spool: moved {count} pending records to chunks", { count: moved });
   }
 }
 
@@ -719,68 +1092,68 @@ class WalSync {
 }
 
 interface Statements {
-  readonly insertRecord: StatementSync;
-  readonly insertRecords: StatementSync;
+  readonly insertChunk: StatementSync;
+  readonly chunkWith: StatementSync;
+  readonly chunkSpans: StatementSync;
+  readonly deleteChunks: StatementSync;
   readonly insertDeadLetter: StatementSync;
-  readonly readRecords: StatementSync;
   readonly readDeadLetters: StatementSync;
-  readonly setCursor: StatementSync;
-  readonly sumRecordBytes: StatementSync;
-  readonly deleteRecords: StatementSync;
   readonly sumDeadLetterBytes: StatementSync;
   readonly deleteDeadLetters: StatementSync;
+  readonly setCursor: StatementSync;
   readonly addBytes: StatementSync;
-  readonly bytes: StatementSync;
-  readonly lastId: StatementSync;
-  readonly firstId: StatementSync;
+  readonly setTotal: StatementSync;
+  readonly total: StatementSync;
 }
 
 function prepareStatements(db: DatabaseSync): Statements {
-  const statements: Statements = {
-    insertRecord: db.prepare(
-      "INSERT INTO records (text, received_at, topic, bytes) VALUES (?, ?, ?, ?)",
+  return {
+    insertChunk: db.prepare(
+      "INSERT INTO chunks (first_id, last_id, lines, ends, received_at, topics, sizes, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     ),
-    insertRecords: db.prepare(
-      `INSERT INTO records (text, received_at, topic, bytes) VALUES ${
-        Array(INSERT_ROWS).fill("(?, ?, ?, ?)").join(", ")
-      }`,
+    chunkWith: db.prepare(
+      "SELECT first_id, last_id, lines, ends, received_at, topics, sizes FROM chunks WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1",
     ),
+    // The chunks holding records in (?1, ?2]: those wholly at or below ?1 are already gone.
+    chunkSpans: db.prepare(
+      "SELECT first_id, last_id, bytes FROM chunks WHERE first_id <= ?2 AND last_id > ?1 ORDER BY first_id",
+    ),
+    deleteChunks: db.prepare("DELETE FROM chunks WHERE first_id <= ?1 AND last_id <= ?1"),
     insertDeadLetter: db.prepare("INSERT INTO dead_letters (line, bytes) VALUES (?, ?)"),
-    readRecords: db.prepare(
-      "SELECT id, text, received_at, topic FROM records WHERE id > ? ORDER BY id LIMIT ?",
-    ),
     readDeadLetters: db.prepare("SELECT id, line FROM dead_letters ORDER BY id LIMIT ?"),
-    setCursor: db.prepare("UPDATE cursors SET last_id = ? WHERE sink = ?"),
-    sumRecordBytes: db.prepare(
-      "SELECT COALESCE(SUM(bytes), 0) AS bytes FROM records WHERE id > ? AND id <= ?",
-    ),
-    deleteRecords: db.prepare("DELETE FROM records WHERE id > ? AND id <= ?"),
     sumDeadLetterBytes: db.prepare(
       "SELECT COALESCE(SUM(bytes), 0) AS bytes FROM dead_letters WHERE id <= ?",
     ),
     deleteDeadLetters: db.prepare("DELETE FROM dead_letters WHERE id <= ?"),
+    setCursor: db.prepare("UPDATE cursors SET last_id = ? WHERE sink = ?"),
     addBytes: db.prepare("UPDATE totals SET value = value + ? WHERE name = 'bytes'"),
-    bytes: db.prepare("SELECT value FROM totals WHERE name = 'bytes'"),
-    lastId: db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'records'"),
-    firstId: db.prepare("SELECT id FROM records ORDER BY id LIMIT 1"),
+    setTotal: db.prepare("UPDATE totals SET value = ? WHERE name = ?"),
+    total: db.prepare("SELECT value FROM totals WHERE name = ?"),
   };
-  return statements;
 }
 
-// Makes the cursors table match the configured sinks; returns the cursors by sink.
-function syncCursors(db: DatabaseSync, sinks: readonly string[]): Map<string, number> {
+/**
+ * Makes the cursors table match the configured sinks. Returns the cursors by
+ * sink, and the lowest cursor before the change: what every sink had
+ * delivered, so the records up to it were already counted off.
+ */
+function syncCursors(
+  db: DatabaseSync,
+  sinks: readonly string[],
+): { cursors: Map<string, number>; previousFloor: number } {
   const stored = new Map<string, number>();
   for (const row of db.prepare("SELECT sink, last_id FROM cursors").all()) {
     stored.set(String(row.sink), Number(row.last_id));
   }
+  const lastId = Number(
+    db.prepare("SELECT value FROM totals WHERE name = 'last_id'").get()?.value ?? 0,
+  );
+  // A new sink starts at the oldest record still pending for anyone.
+  const start = stored.size > 0 ? Math.min(...stored.values()) : lastId;
   const dropped = [...stored.keys()].filter((name) => !sinks.includes(name));
   const added = sinks.filter((name) => !stored.has(name));
-  if (dropped.length === 0 && added.length === 0) return stored;
+  if (dropped.length === 0 && added.length === 0) return { cursors: stored, previousFloor: start };
 
-  const first = db.prepare("SELECT id FROM records ORDER BY id LIMIT 1").get()?.id;
-  const last = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'records'").get()?.seq;
-  // A new sink starts at the oldest record still pending for anyone.
-  const start = first === undefined ? Number(last ?? 0) : Number(first) - 1;
   db.exec("BEGIN IMMEDIATE");
   try {
     const remove = db.prepare("DELETE FROM cursors WHERE sink = ?");
@@ -803,10 +1176,12 @@ function syncCursors(db: DatabaseSync, sinks: readonly string[]): Map<string, nu
       start: start + 1,
     });
   }
-  return new Map(sinks.map((name) => [name, stored.get(name) ?? start]));
+  return {
+    cursors: new Map(sinks.map((name) => [name, stored.get(name) ?? start])),
+    previousFloor: start,
+  };
 }
 
-const encoder = new TextEncoder();
 const scratch = new Uint8Array(64 * 1024);
 
 /**

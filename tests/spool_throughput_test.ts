@@ -1,10 +1,19 @@
 /**
  * The spool's fast paths give the same answers as its slow ones: records
- * inserted many rows per statement, read back from memory or from the
- * database, and commits made durable by sync() rather than at COMMIT.
+ * stored a chunk per burst, read back from memory or from the database, in
+ * whole chunks or in parts, and commits made durable by sync() rather than at
+ * COMMIT.
  */
 import assert from "node:assert/strict";
-import { Spool, type SpooledRecord, type SpoolEntry, utf8Length } from "../src/spool.ts";
+import { DatabaseSync } from "node:sqlite";
+import {
+  encodeLines,
+  Spool,
+  type SpoolChunk,
+  type SpooledRecord,
+  type SpoolEntry,
+  utf8Length,
+} from "../src/spool.ts";
 
 const TOPIC = "a/b827eb2bb2a9/u/data";
 
@@ -16,17 +25,33 @@ function entry(records: string[], receivedAt = 1000): SpoolEntry {
   return { records, deadLetters: [], receivedAt, topic: TOPIC };
 }
 
+function chunk(texts: string[], topics: string[], receivedAt = 1000): SpoolChunk {
+  const { lines, ends } = encodeLines(texts);
+  return {
+    lines,
+    ends,
+    receivedAt: new Float64Array(texts.length).fill(receivedAt),
+    topics,
+    deadLetters: [],
+  };
+}
+
 async function withSpool(
-  test: (open: () => Spool) => void | Promise<void>,
+  test: (open: (memoryBytes?: number) => Spool, path: string) => void | Promise<void>,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "spool_throughput_test_" });
   const opened: Spool[] = [];
   try {
-    await test(() => {
-      const spool = Spool.open({ path: `${dir}/spool.db`, sinks: ["file"], maxBytes: 2 ** 30 });
+    await test((memoryBytes) => {
+      const spool = Spool.open({
+        path: `${dir}/spool.db`,
+        sinks: ["file"],
+        maxBytes: 2 ** 30,
+        memoryBytes,
+      });
       opened.push(spool);
       return spool;
-    });
+    }, `${dir}/spool.db`);
   } finally {
     for (const spool of opened) spool.close();
     await Deno.remove(dir, { recursive: true });
@@ -42,7 +67,7 @@ function readAll(spool: Spool): SpooledRecord[] {
   return all;
 }
 
-Deno.test("a batch of 40 records (two 16-row INSERTs and 8 single rows) keeps order and dense ids", async () => {
+Deno.test("records of several entries in one append keep their order, receipt times and dense ids", async () => {
   await withSpool(async (open) => {
     const spool = open();
     const texts = numbered(1, 40);
@@ -70,8 +95,8 @@ Deno.test("records read from memory and from the database after a restart are th
 
 Deno.test("records beyond the in-memory window are read from the database, in order, none lost", async () => {
   await withSpool((open) => {
-    const spool = open();
-    // About 1.5 MiB of records: more than the spool keeps in memory.
+    // About 1.5 MiB of records, a chunk per 100: far more than the 64 KiB kept in memory.
+    const spool = open(64 * 1024);
     const texts = numbered(1, 1500, 1000);
     for (let at = 0; at < texts.length; at += 100) spool.append([entry(texts.slice(at, at + 100))]);
     const delivered = readAll(spool);
@@ -116,4 +141,98 @@ Deno.test("utf8Length counts like TextEncoder, for short and long text", () => {
     const expected = encoder.encode(text).length;
     assert.equal(utf8Length(text), expected, JSON.stringify(text.slice(0, 10)));
   }
+});
+
+Deno.test("a batch reads across chunks: lines are the records' JSON Lines, and each record keeps its topic", async () => {
+  await withSpool((open) => {
+    const spool = open();
+    spool.appendChunks([
+      chunk(['{"n":1}', '{"n":2}'], ["a/1/u/data", "a/2/u/data"], 10),
+      chunk(['{"n":3}'], ["a/3/u/data"], 20),
+    ]);
+    spool.appendChunks([chunk(['{"n":4}', '{"n":"µ"}'], ["a/4/u/data", "a/5/u/data"], 30)]);
+    const batch = spool.readBatch("file", 4);
+    assert.equal(batch.firstId, 1);
+    assert.equal(batch.lastId, 4);
+    assert.equal(
+      new TextDecoder().decode(batch.lines()),
+      '{"n":1}\n{"n":2}\n{"n":3}\n{"n":4}\n',
+    );
+    assert.deepEqual(
+      Array.from({ length: batch.length }, (_, i) => [batch.text(i), batch.topic(i)]),
+      [['{"n":1}', "a/1/u/data"], ['{"n":2}', "a/2/u/data"], ['{"n":3}', "a/3/u/data"], [
+        '{"n":4}',
+        "a/4/u/data",
+      ]],
+    );
+    assert.deepEqual([batch.receivedAt(1), batch.receivedAt(2), batch.receivedAt(3)], [10, 20, 30]);
+    spool.acknowledge("file", 1);
+    const rest = spool.readBatch("file", 100);
+    assert.equal(new TextDecoder().decode(rest.lines()), '{"n":2}\n{"n":3}\n{"n":4}\n{"n":"µ"}\n');
+    assert.equal(spool.readBatch("file", 0).length, 0);
+  });
+});
+
+Deno.test("a chunk whose parts disagree is refused, and the append it was in leaves nothing", async () => {
+  await withSpool((open) => {
+    const spool = open();
+    const bad = { ...chunk(['{"n":2}'], [TOPIC]), topics: [] };
+    assert.throws(
+      () => spool.appendChunks([chunk(['{"n":1}'], [TOPIC]), bad]),
+      /parts disagree: 1 line ends .* 0 topics/,
+    );
+    assert.equal(spool.pending("file"), 0);
+    assert.equal(spool.bytes, 0);
+  });
+});
+
+Deno.test("a chunk delivered in part keeps only its pending records' bytes, across a restart", async () => {
+  await withSpool((open) => {
+    const spool = open(0);
+    const texts = numbered(1, 10);
+    spool.appendChunks([chunk(texts, Array(10).fill(TOPIC))]);
+    const size = (text: string) => utf8Length(text) + utf8Length(TOPIC);
+    spool.acknowledge("file", 4);
+    assert.equal(spool.bytes, texts.slice(4).reduce((sum, text) => sum + size(text), 0));
+    spool.close();
+    const reopened = open(0);
+    assert.deepEqual(reopened.read("file", 3).map((record) => record.text), texts.slice(4, 7));
+    reopened.acknowledge("file", 7);
+    assert.equal(reopened.bytes, texts.slice(7).reduce((sum, text) => sum + size(text), 0));
+    reopened.acknowledge("file", 10);
+    assert.equal(reopened.bytes, 0);
+  });
+});
+
+Deno.test("a spool written by the first version (a row per record) is upgraded with every pending record", async () => {
+  await withSpool((open, path) => {
+    const old = new DatabaseSync(path);
+    old.exec(`
+      CREATE TABLE records (id INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL,
+        received_at INTEGER NOT NULL, topic TEXT NOT NULL, bytes INTEGER NOT NULL);
+      CREATE TABLE dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL,
+        bytes INTEGER NOT NULL);
+      CREATE TABLE cursors (sink TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+      INSERT INTO records (text, received_at, topic, bytes) VALUES
+        ('{"n":1}', 1, 'a/1/u/data', 17), ('{"n":2}', 2, 'a/2/u/data', 17),
+        ('{"n":3}', 3, 'a/3/u/data', 17);
+      DELETE FROM records WHERE id = 1;
+      INSERT INTO dead_letters (line, bytes) VALUES ('{"d":1}', 7);
+      INSERT INTO cursors VALUES ('file', 1);
+      INSERT INTO totals VALUES ('bytes', 41);
+      PRAGMA user_version = 1;
+    `);
+    old.close();
+
+    const spool = open();
+    assert.deepEqual(spool.read("file", 10), [
+      { id: 2, text: '{"n":2}', receivedAt: 2, topic: "a/2/u/data" },
+      { id: 3, text: '{"n":3}', receivedAt: 3, topic: "a/3/u/data" },
+    ]);
+    assert.equal(spool.bytes, 41);
+    assert.deepEqual(spool.readDeadLetters(10), [{ id: 1, line: '{"d":1}' }]);
+    spool.append([entry(['{"n":4}'])]);
+    assert.equal(spool.read("file", 10)[2].id, 4, "ids go on from the old sequence");
+  });
 });
