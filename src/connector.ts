@@ -81,6 +81,10 @@ export class Connector {
   #generation = 0;
   /** Per packet id of the current connection: resolves when the message may be acknowledged. */
   readonly #acks = new Map<number, Promise<boolean>>();
+  /** The messages handed over last, which share their handler's promise. */
+  #group?: HandOver;
+  /** The acknowledgements held for the last group, sent together when it is durable. */
+  #held?: HeldAcknowledgements;
   /** Messages handed over whose handler promise has not settled yet. */
   #inFlight = 0;
   /** Resolves stop()'s wait once #inFlight is back to 0. */
@@ -227,15 +231,23 @@ export class Connector {
     const send = internals._sendPacket.bind(client);
     internals._sendPacket = (packet, cb, cbStorePut, noStore) => {
       const messageId = (packet as { messageId?: number }).messageId;
-      const durable = (packet.cmd === "puback" || packet.cmd === "pubrec") &&
+      const verdict = (packet.cmd === "puback" || packet.cmd === "pubrec") &&
         messageId !== undefined && this.#acks.get(messageId);
-      if (!durable) return send(packet, cb, cbStorePut, noStore);
+      if (!verdict) return send(packet, cb, cbStorePut, noStore);
       this.#acks.delete(messageId!);
-      const generation = this.#generation;
       cb?.();
-      durable.then((acknowledge) => {
-        if (acknowledge && generation === this.#generation && client.connected) send(packet);
-      });
+      // Messages handed over together become durable together: one wait, one write for all.
+      let held = this.#held;
+      if (held === undefined || held.verdict !== verdict || held.generation !== this.#generation) {
+        const group: HeldAcknowledgements = { verdict, generation: this.#generation, packets: [] };
+        verdict.then((acknowledge) => {
+          if (acknowledge && group.generation === this.#generation && client.connected) {
+            sendAcknowledgements(client, group.packets, send);
+          }
+        });
+        this.#held = held = group;
+      }
+      held.packets.push(packet);
     };
   }
 
@@ -258,29 +270,37 @@ export class Connector {
 
   /** Hands a message over; resolves `true` when it may be acknowledged. */
   #accept(topic: string, payload: Uint8Array): Promise<boolean> {
-    if (!this.#accepting) return Promise.resolve(false);
-    const message: Message = { topic, payload, receivedAt: Date.now() };
+    if (!this.#accepting) return NOT_ACKNOWLEDGED;
+    const durable = this.#handler({ topic, payload, receivedAt: Date.now() });
+    let group = this.#group;
+    if (group === undefined || group.durable !== durable) {
+      // One settlement per group of messages, not per message: this runs for every message.
+      const created: HandOver = { durable, count: 0, verdict: NOT_ACKNOWLEDGED };
+      created.verdict = durable.then(
+        () => this.#settled(created.count, true),
+        (error) => this.#settled(created.count, false, error),
+      );
+      this.#group = group = created;
+    }
+    group.count++;
     this.#inFlight++;
-    // Shared callbacks, not closures per message: this runs for every message.
-    return this.#handler(message).then(this.#durable, this.#notDurable);
+    return group.verdict;
   }
 
-  readonly #durable = (): boolean => {
-    this.#settled();
-    return true;
-  };
-
-  readonly #notDurable = (error: unknown): boolean => {
-    this.#settled();
+  #settled(count: number, durable: boolean, error?: unknown): boolean {
+    this.#inFlight -= count;
+    if (this.#inFlight === 0) this.#drained?.();
+    if (durable) return true;
     // A failing disk fails every message of a burst: one line a second says so.
     const now = performance.now();
     if (now - this.#lastFailureLog < 1000) {
-      this.#unloggedFailures++;
+      this.#unloggedFailures += count;
       return false;
     }
     this.#log.error(
-      "A message could not be made durable ({error}); it stays unacknowledged and the broker sends it again{more}",
+      "{count} message(s) could not be made durable ({error}); they stay unacknowledged and the broker sends them again{more}",
       {
+        count,
         error,
         more: this.#unloggedFailures > 0
           ? ` (${this.#unloggedFailures} more in the last second were not logged)`
@@ -290,10 +310,6 @@ export class Connector {
     this.#lastFailureLog = now;
     this.#unloggedFailures = 0;
     return false;
-  };
-
-  #settled(): void {
-    if (--this.#inFlight === 0) this.#drained?.();
   }
 
   #onConnect(sessionPresent: boolean): void {
@@ -426,6 +442,60 @@ export class Connector {
 
   #setReady(ready: boolean): void {
     this.#ready = ready;
+  }
+}
+
+/** Messages handed over together, and what became of them. */
+interface HandOver {
+  /** The handler's promise, the same for every message of the group. */
+  readonly durable: Promise<void>;
+  /** Resolves true once they may be acknowledged. */
+  verdict: Promise<boolean>;
+  count: number;
+}
+
+/** Acknowledgements waiting for their messages to be durable. */
+interface HeldAcknowledgements {
+  readonly verdict: Promise<boolean>;
+  /** The connection they belong to: never sent on a later one. */
+  readonly generation: number;
+  readonly packets: Packet[];
+}
+
+const NOT_ACKNOWLEDGED = Promise.resolve(false);
+
+/** PUBACK: type 4, remaining length 2 (MQTT 5 too: reason code 0 and no properties may be left out). */
+const PUBACK_HEADER = 0x40;
+
+/**
+ * Sends held acknowledgements in order: consecutive PUBACKs as one write of
+ * their four bytes each, anything else (PUBREC) through mqtt.js, which keeps
+ * the QoS 2 state.
+ */
+function sendAcknowledgements(
+  client: MqttClient,
+  packets: readonly Packet[],
+  send: SendPacket,
+): void {
+  let start = 0;
+  while (start < packets.length) {
+    let end = start;
+    while (end < packets.length && packets[end].cmd === "puback") end++;
+    if (end > start) {
+      const bytes = new Uint8Array((end - start) * 4);
+      for (let i = start; i < end; i++) {
+        const id = (packets[i] as { messageId: number }).messageId;
+        const at = (i - start) * 4;
+        bytes[at] = PUBACK_HEADER;
+        bytes[at + 1] = 2;
+        bytes[at + 2] = id >> 8;
+        bytes[at + 3] = id & 0xff;
+      }
+      client.stream.write(bytes);
+      start = end;
+    } else {
+      send(packets[start++]);
+    }
   }
 }
 

@@ -1,11 +1,12 @@
 /**
  * The hand-off from the connector to the spool: runs the pipeline over each
  * burst of messages (on the pipeline thread), logs and counts rejections, and
- * appends what came out to the spool in one transaction per burst. Each
- * message's promise resolves only once its records and dead letters are
- * durable, and that is when the connector acknowledges it. Group commit:
- * while one sync to disk runs, the messages that arrive meanwhile queue up
- * for the next one. Order is kept from arrival to spool.
+ * appends what came out to the spool, a chunk per burst, one transaction per
+ * group of bursts. A burst's promise — every message of it gets the same one
+ * — resolves only once its records and dead letters are durable, and that is
+ * when the connector acknowledges them. Group commit: while one sync to disk
+ * runs, the bursts that arrive meanwhile queue up for the next one. Order is
+ * kept from arrival to spool.
  * @module
  */
 
@@ -13,11 +14,12 @@ import { getLogger } from "@logtape/logtape";
 import { formatDeadLetter } from "./dead_letter.ts";
 import { RateLimiter } from "./logging.ts";
 import type { WorkerMetrics } from "./metrics.ts";
+import type { BatchException, BatchOutcome } from "./pipeline_batch.ts";
 import type { PipelineResult } from "./pipeline.ts";
-import { inlinePipeline, type PipelineOutcome, type PipelineRunner } from "./pipeline_thread.ts";
+import { inlinePipeline, type PipelineRunner } from "./pipeline_thread.ts";
 import type { Message } from "./record.ts";
 import { backoffDelay, sleep } from "./retry.ts";
-import type { Spool, SpoolEntry } from "./spool.ts";
+import type { Spool, SpoolChunk } from "./spool.ts";
 
 /** Options of {@linkcode Intake}. */
 export interface IntakeOptions {
@@ -25,21 +27,31 @@ export interface IntakeOptions {
   readonly pipeline: PipelineRunner | ((message: Message) => PipelineResult);
   readonly spool: Spool;
   readonly metrics: WorkerMetrics;
-  /** Most messages in one spool transaction; default 1000. */
+  /** Most messages in one spool transaction (whole bursts; at least one); default 1000. */
   readonly maxBatch?: number;
   /** How often the same warning (per topic and reason or device) may be logged; default a minute. */
   readonly warningWindowMs?: number;
 }
 
-const NO_LINES: readonly string[] = Object.freeze([]);
+/** The messages taken in one turn of the event loop, and their shared fate. */
+class Burst {
+  readonly messages: Message[] = [];
+  readonly durable: Promise<void>;
+  resolve!: () => void;
+  reject!: (error: Error) => void;
+  /** How many messages, once the burst is closed. */
+  size = 0;
+  /** What the pipeline made of the messages, once it has. */
+  chunk?: SpoolChunk;
 
-interface Waiter {
-  readonly resolve: () => void;
-  readonly reject: (error: Error) => void;
-}
-
-interface Pending extends Waiter {
-  readonly entry: SpoolEntry;
+  constructor() {
+    this.durable = new Promise<void>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    // Callers may hold only some messages' promises; a failed burst must not go unhandled.
+    this.durable.catch(() => {});
+  }
 }
 
 /**
@@ -57,20 +69,19 @@ export class Intake {
   readonly #pipeline: PipelineRunner;
   readonly #log = getLogger(["gridrelay", "intake"]);
   readonly #warnings: RateLimiter;
-  readonly #queue: Pending[] = [];
+  /** Bursts the pipeline has done, waiting for the spool. */
+  readonly #queue: Burst[] = [];
   readonly #closing = new AbortController();
-  /** Messages taken since the last hand-over to the pipeline, and who waits on each. */
-  #burst: Message[] = [];
-  #burstWaiters: Waiter[] = [];
-  #burstScheduled = false;
+  /** The burst taking messages now, if any. */
+  #burst?: Burst;
   /** Bursts handed to the pipeline; their outcomes are queued for the spool in this order. */
   #pipelined: Promise<void> = Promise.resolve();
-  #inPipeline = 0;
+  #pending = 0;
   #flushing?: Promise<void>;
-  /** The last appended batch's wait for its sync; earlier ones settle before it. */
+  /** The last appended group's wait for its sync; earlier ones settle before it. */
   #settled: Promise<void> = Promise.resolve();
   /** Appended, waiting for the sync that #settle starts. */
-  #committed: Pending[] = [];
+  #committed: Burst[] = [];
   #syncing = false;
   #scheduled?: ReturnType<typeof setTimeout>;
   #full = false;
@@ -85,26 +96,26 @@ export class Intake {
 
   /** Number of messages accepted but not yet durable. */
   get pending(): number {
-    return this.#burst.length + this.#inPipeline + this.#queue.length;
+    return this.#pending;
   }
 
   /**
    * Runs the pipeline over `message`; resolves when the outcome is durable.
-   * Rejects only when the disk failed to sync it: then it must not be acknowledged.
+   * Every message of one burst gets the same promise. Rejects only when the
+   * disk failed to sync it or the pipeline thread died with it: then it must
+   * not be acknowledged.
    */
   accept(message: Message): Promise<void> {
-    this.#options.metrics.messagesReceived.add();
-    this.#burst.push(message);
-    const durable = new Promise<void>((resolve, reject) =>
-      this.#burstWaiters.push({ resolve, reject })
-    );
-    // mqtt.js handles the packets of a socket chunk one process.nextTick after the other, and
-    // microtasks run only once that queue is empty: the whole chunk joins this burst.
-    if (!this.#burstScheduled) {
-      this.#burstScheduled = true;
+    let burst = this.#burst;
+    if (burst === undefined) {
+      burst = this.#burst = new Burst();
+      // mqtt.js handles the packets of a socket chunk one process.nextTick after the other, and
+      // microtasks run only once that queue is empty: the whole chunk joins this burst.
       queueMicrotask(() => this.#handOver());
     }
-    return durable;
+    burst.messages.push(message);
+    this.#pending++;
+    return burst.durable;
   }
 
   /**
@@ -128,77 +139,75 @@ export class Intake {
     }
   }
 
-  /** Sends the burst to the pipeline now; its outcomes join the spool queue in order. */
+  /** Sends the burst to the pipeline now; its outcome joins the spool queue in order. */
   #handOver(): void {
-    this.#burstScheduled = false;
-    const messages = this.#burst;
-    if (messages.length === 0) return;
-    const waiters = this.#burstWaiters;
-    this.#burst = [];
-    this.#burstWaiters = [];
-    const count = messages.length;
-    this.#inPipeline += count;
-    // Only where each message came from is kept: the payloads (and the socket buffers they
-    // point into) can go as soon as the pipeline has them.
-    const topics: string[] = [];
-    const receivedAts: number[] = [];
-    for (let i = 0; i < count; i++) {
-      topics.push(messages[i].topic);
-      receivedAts.push(messages[i].receivedAt);
-    }
+    const burst = this.#burst;
+    this.#burst = undefined;
+    if (burst === undefined || burst.messages.length === 0) return;
+    const count = burst.size = burst.messages.length;
+    this.#options.metrics.messagesReceived.add(count);
     // Started now, so the thread works while earlier outcomes are still being spooled.
-    const outcomes = this.#pipeline.run(messages);
-    this.#pipelined = this.#pipelined.then(() => outcomes).then(
-      (outcomes) => {
-        this.#inPipeline -= count;
-        for (let i = 0; i < count; i++) {
-          this.#enqueue(topics[i], receivedAts[i], outcomes[i], waiters[i]);
-        }
+    const outcome = this.#pipeline.run(burst.messages);
+    this.#pipelined = this.#pipelined.then(() => outcome).then(
+      (outcome) => {
+        burst.chunk = this.#chunkOf(burst.messages, outcome);
+        // Only where each record came from is kept: the payloads (and the socket buffers they
+        // point into) can go now.
+        burst.messages.length = 0;
+        this.#queue.push(burst);
         // Straight on to the spool: a burst is already a batch, and a commit is cheap (the sync
         // is what takes time, and it covers every commit made while the last one ran).
         this.#flush();
       },
       (error) => {
         // The pipeline thread died with these on it: none is acknowledged, the broker resends.
-        this.#inPipeline -= count;
+        this.#pending -= count;
         this.#log.error("The pipeline failed on {count} message(s): {error}", { count, error });
-        for (const waiter of waiters) waiter.reject(error);
+        burst.reject(error);
       },
     );
   }
 
-  #enqueue(topic: string, receivedAt: number, outcome: PipelineOutcome, waiter: Waiter): void {
-    if (outcome.failure !== undefined) {
+  #chunkOf(messages: readonly Message[], outcome: BatchOutcome): SpoolChunk {
+    const { firstRecord } = outcome;
+    const records = firstRecord[messages.length];
+    const receivedAt = new Float64Array(records);
+    const topics: string[] = new Array(records);
+    for (let index = 0; index < messages.length; index++) {
+      const { topic, receivedAt: at } = messages[index];
+      for (let record = firstRecord[index]; record < firstRecord[index + 1]; record++) {
+        receivedAt[record] = at;
+        topics[record] = topic;
+      }
+    }
+    const deadLetters: string[] = [];
+    for (const exception of outcome.exceptions) {
+      const { topic, receivedAt } = messages[exception.index];
+      this.#report(topic, exception);
+      for (const rejection of exception.rejections) {
+        deadLetters.push(formatDeadLetter({
+          receivedAt,
+          topic,
+          reason: rejection.message,
+          code: rejection.reason,
+          payload: rejection.payload,
+          index: rejection.index,
+        }));
+      }
+    }
+    return { lines: outcome.lines, ends: outcome.ends, receivedAt, topics, deadLetters };
+  }
+
+  #report(topic: string, exception: BatchException): void {
+    const { metrics } = this.#options;
+    if (exception.failure !== undefined) {
       // The stages never throw by contract; if one did, the payload is kept, not lost.
       this.#log.error("The pipeline failed on a message from {topic}: {error}", {
         topic,
-        error: outcome.failure,
+        error: exception.failure,
       });
     }
-    if (outcome.rejections.length > 0 || outcome.dropped.length > 0) this.#report(topic, outcome);
-    const entry: SpoolEntry = {
-      records: outcome.records,
-      deadLetters: outcome.rejections.length === 0
-        ? NO_LINES
-        : outcome.rejections.map((rejection) =>
-          formatDeadLetter({
-            receivedAt,
-            topic,
-            reason: rejection.message,
-            code: rejection.reason,
-            payload: rejection.payload,
-            index: rejection.index,
-          })
-        ),
-      receivedAt,
-      topic,
-    };
-    this.#queue.push({ entry, resolve: waiter.resolve, reject: waiter.reject });
-  }
-
-  #report(topic: string, result: PipelineOutcome): void {
-    const { metrics } = this.#options;
-    for (const rejection of result.rejections) {
+    for (const rejection of exception.rejections) {
       metrics.rejected.add(1, rejection.reason);
       const key = `${topic}\u0000${rejection.reason}\u0000${rejection.device ?? ""}`;
       const verdict = this.#warnings.check(key);
@@ -216,7 +225,7 @@ export class Intake {
         },
       );
     }
-    for (const drop of result.dropped) {
+    for (const drop of exception.dropped) {
       metrics.dropped.add(1, "missing_vid");
       this.#log.debug(
         "Dropped reading r[{index}] from {topic}: it has no _vid (MISSING_VID=drop)",
@@ -260,23 +269,32 @@ export class Intake {
         continue;
       }
       this.#reportFull(false);
-      const batch = this.#queue.slice(0, maxBatch);
+      let taken = 0;
+      let messages = 0;
+      while (taken < this.#queue.length) {
+        const size = this.#queue[taken].size;
+        if (taken > 0 && messages + size > maxBatch) break;
+        messages += size;
+        taken++;
+      }
+      const group = this.#queue.slice(0, taken);
       try {
-        spool.append(batch.map((pending) => pending.entry));
+        spool.appendChunks(group.map((burst) => burst.chunk!));
       } catch (error) {
         // Disk full, I/O error: keep the messages (unacknowledged) and try again.
         const delay = backoffDelay(failures++, { minMs: 500, maxMs: 30_000 });
         this.#log.error(
-          "Could not write {count} message(s) to the spool: {error}; trying again in {seconds} s",
-          { count: batch.length, error, seconds: (delay / 1000).toFixed(1) },
+          "Could not write {count} burst(s) of messages to the spool: {error}; trying again in {seconds} s",
+          { count: group.length, error, seconds: (delay / 1000).toFixed(1) },
         );
         if (!await sleep(delay, this.#closing.signal)) return;
         continue;
       }
       failures = 0;
-      this.#queue.splice(0, batch.length);
+      this.#queue.splice(0, taken);
+      for (const burst of group) burst.chunk = undefined;
       // More than maxBatch waiting: the rest goes in further transactions under the same sync.
-      this.#committed = this.#committed.length === 0 ? batch : this.#committed.concat(batch);
+      this.#committed.push(...group);
       if (this.#queue.length === 0 || spool.full) this.#settled = this.#settle();
     }
   }
@@ -290,21 +308,26 @@ export class Intake {
     const committed = this.#committed;
     this.#committed = [];
     this.#syncing = true;
+    let failure: Error | undefined;
     try {
       await this.#options.spool.sync();
     } catch (error) {
-      this.#log.error(
-        "Could not make {count} message(s) durable: syncing the spool to disk failed ({error}); they stay unacknowledged and the broker sends them again",
-        { count: committed.length, error },
-      );
-      const failure = error instanceof Error ? error : new Error(String(error));
-      for (const pending of committed) pending.reject(failure);
-      return;
+      failure = error instanceof Error ? error : new Error(String(error));
     } finally {
       this.#syncing = false;
       if (this.#queue.length > 0) this.#flush();
     }
-    for (const pending of committed) pending.resolve();
+    for (const burst of committed) {
+      this.#pending -= burst.size;
+      if (failure) burst.reject(failure);
+      else burst.resolve();
+    }
+    if (failure) {
+      this.#log.error(
+        "Could not make {count} burst(s) of messages durable: syncing the spool to disk failed ({error}); they stay unacknowledged and the broker sends them again",
+        { count: committed.length, error: failure },
+      );
+    }
   }
 
   #reportFull(full: boolean): void {

@@ -10,37 +10,35 @@
 
 import { fileURLToPath } from "node:url";
 import { getLogger } from "@logtape/logtape";
-import { createPipeline, type PipelineOptions, type PipelineResult } from "./pipeline.ts";
+import type { PipelineOptions } from "./pipeline.ts";
 import {
-  type BatchMessage,
-  decodeOutcome,
-  type InitMessage,
-  type OutcomesMessage,
-  type PipelineOutcome,
-  runGuarded,
-} from "./pipeline_worker.ts";
+  type BatchException,
+  type BatchOutcome,
+  batchPipeline,
+  createBatchPipeline,
+} from "./pipeline_batch.ts";
+import type { BatchMessage, InitMessage, OutcomesMessage } from "./pipeline_worker.ts";
 import type { Message } from "./record.ts";
-
-export type { PipelineOutcome } from "./pipeline_worker.ts";
+import type { PipelineResult } from "./stages/result.ts";
 
 /**
- * Runs the pipeline over batches of messages; the outcomes come back in the
- * order of the messages. `run` rejects only when the messages could not be
- * run at all (they must then not be acknowledged).
+ * Runs the pipeline over batches of messages; the records come back as JSON
+ * Lines in the order of the messages. `run` rejects only when the messages
+ * could not be run at all (they must then not be acknowledged).
  *
  * @example
  * ```ts
  * const runner: PipelineRunner = inlinePipeline(createPipeline(options));
- * const [outcome] = await runner.run([message]);
+ * const outcome = await runner.run([message]);
  * ```
  */
 export interface PipelineRunner {
-  run(messages: readonly Message[]): Promise<readonly PipelineOutcome[]>;
+  run(messages: readonly Message[]): Promise<BatchOutcome>;
   close(): void;
 }
 
 /**
- * The pipeline on the calling thread, behind the same interface.
+ * A per-message pipeline on the calling thread, behind the same interface.
  *
  * @example
  * ```ts
@@ -48,14 +46,12 @@ export interface PipelineRunner {
  * ```
  */
 export function inlinePipeline(pipeline: (message: Message) => PipelineResult): PipelineRunner {
-  return {
-    run: (messages) => Promise.resolve(messages.map((message) => runGuarded(pipeline, message))),
-    close: () => {},
-  };
+  const run = batchPipeline(pipeline, {});
+  return { run: (messages) => Promise.resolve(run(messages)), close: () => {} };
 }
 
 interface InFlight {
-  readonly resolve: (outcomes: readonly PipelineOutcome[]) => void;
+  readonly resolve: (outcome: BatchOutcome) => void;
   readonly reject: (error: Error) => void;
   /** Messages of the batch on the thread. */
   readonly count: number;
@@ -74,7 +70,7 @@ interface InFlight {
 export class PipelineThread implements PipelineRunner {
   readonly #log = getLogger(["gridrelay", "pipeline"]);
   /** Also the fallback: builds (and so checks) the options on this thread. */
-  readonly #inline: (message: Message) => PipelineResult;
+  readonly #inline: (messages: readonly Message[]) => BatchOutcome;
   readonly #inFlight = new Map<number, InFlight>();
   readonly #maxPayloadBytes: number;
   #worker?: Worker;
@@ -82,7 +78,7 @@ export class PipelineThread implements PipelineRunner {
 
   /** Starts the thread; throws a `RangeError` for bad options, as {@linkcode createPipeline} does. */
   constructor(options: PipelineOptions) {
-    this.#inline = createPipeline(options);
+    this.#inline = createBatchPipeline(options);
     this.#maxPayloadBytes = options.maxPayloadBytes;
     const module = new URL("./pipeline_worker.ts", import.meta.url);
     const missing = missingReadAccess(module);
@@ -116,54 +112,59 @@ export class PipelineThread implements PipelineRunner {
    * thread dies while it has them: they must then stay unacknowledged (the
    * broker sends them again), since their payloads went to the thread.
    */
-  run(messages: readonly Message[]): Promise<readonly PipelineOutcome[]> {
+  run(messages: readonly Message[]): Promise<BatchOutcome> {
     const worker = this.#worker;
     if (worker === undefined || messages.length === 0) {
-      return Promise.resolve(messages.map((message) => runGuarded(this.#inline, message)));
+      return Promise.resolve(this.#inline(messages));
     }
     // A payload over the limit is rejected unread: no need to copy it to the thread for that.
-    const here: (PipelineOutcome | undefined)[] = [];
+    const sent: number[] = [];
+    const oversized: Message[] = [];
     let size = 0;
-    for (const message of messages) {
-      const oversized = message.payload.byteLength > this.#maxPayloadBytes;
-      here.push(oversized ? runGuarded(this.#inline, message) : undefined);
-      if (!oversized) size += message.payload.byteLength;
+    for (let index = 0; index < messages.length; index++) {
+      const bytes = messages[index].payload.byteLength;
+      if (bytes > this.#maxPayloadBytes) {
+        oversized.push(messages[index]);
+      } else {
+        sent.push(index);
+        size += bytes;
+      }
     }
+    if (sent.length === 0) return Promise.resolve(this.#inline(messages));
     const bytes = new Uint8Array(size);
     const topics: string[] = [];
     const receivedAt: number[] = [];
-    const endList: number[] = [];
+    const ends = new Uint32Array(sent.length);
     let end = 0;
-    for (let i = 0; i < messages.length; i++) {
-      if (here[i] !== undefined) continue;
-      const message = messages[i];
+    for (let i = 0; i < sent.length; i++) {
+      const message = messages[sent[i]];
       bytes.set(message.payload, end);
       end += message.payload.byteLength;
-      endList.push(end);
+      ends[i] = end;
       topics.push(message.topic);
       receivedAt.push(message.receivedAt);
     }
-    if (topics.length === 0) return Promise.resolve(here as PipelineOutcome[]);
     const id = this.#nextId++;
     const batch: BatchMessage = {
       kind: "batch",
       id,
       topics,
       receivedAt,
-      ends: Uint32Array.from(endList),
+      ends,
       bytes: bytes.buffer,
     };
+    const here = oversized.length > 0 ? this.#inline(oversized) : undefined;
     return new Promise((resolve, reject) => {
       this.#inFlight.set(id, {
-        resolve: (outcomes) => {
-          let next = 0;
-          resolve(here.map((outcome) => outcome ?? outcomes[next++]));
-        },
+        resolve: (outcome) =>
+          resolve(
+            here === undefined ? outcome : withRecordless(outcome, sent, here, messages.length),
+          ),
         reject,
-        count: topics.length,
+        count: sent.length,
       });
       // Transferred, not copied: the socket buffers the payloads pointed into can go now.
-      worker.postMessage(batch, [bytes.buffer]);
+      worker.postMessage(batch, [bytes.buffer, ends.buffer]);
     });
   }
 
@@ -179,7 +180,7 @@ export class PipelineThread implements PipelineRunner {
     const inFlight = this.#inFlight.get(data.id);
     if (inFlight === undefined) return;
     this.#inFlight.delete(data.id);
-    inFlight.resolve(data.outcomes.map(decodeOutcome));
+    inFlight.resolve(data.outcome);
   }
 
   #fallBack(reason: string): void {
@@ -200,6 +201,39 @@ export class PipelineThread implements PipelineRunner {
       );
     }
   }
+}
+
+/**
+ * The outcome of a whole batch from the outcome of the messages at indexes
+ * `sent` and that of the others, which gave no records (payloads rejected
+ * unread): the records stay as they are, only the bookkeeping is merged.
+ */
+function withRecordless(
+  outcome: BatchOutcome,
+  sent: readonly number[],
+  others: BatchOutcome,
+  count: number,
+): BatchOutcome {
+  const firstRecord = new Uint32Array(count + 1);
+  const exceptions: BatchException[] = [];
+  let next = 0;
+  let other = 0;
+  const fromThread = new Map(outcome.exceptions.map((exception) => [exception.index, exception]));
+  for (let index = 0; index < count; index++) {
+    if (next < sent.length && sent[next] === index) {
+      firstRecord[index] = outcome.firstRecord[next];
+      const exception = fromThread.get(next);
+      if (exception !== undefined) exceptions.push({ ...exception, index });
+      next++;
+    } else {
+      firstRecord[index] = outcome.firstRecord[next];
+      const exception = others.exceptions.find((candidate) => candidate.index === other);
+      if (exception !== undefined) exceptions.push({ ...exception, index });
+      other++;
+    }
+  }
+  firstRecord[count] = outcome.firstRecord[sent.length];
+  return { lines: outcome.lines, ends: outcome.ends, firstRecord, exceptions };
 }
 
 /**

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { Intake } from "../src/intake.ts";
 import { createWorkerMetrics } from "../src/metrics.ts";
 import { createPipeline, type PipelineOptions } from "../src/pipeline.ts";
+import { outcomesOf } from "../src/pipeline_batch.ts";
 import { inlinePipeline, PipelineThread } from "../src/pipeline_thread.ts";
 import type { Message } from "../src/record.ts";
 import { Spool } from "../src/spool.ts";
@@ -42,11 +43,12 @@ Deno.test("the pipeline thread gives the same outcomes as the calling thread, in
   const messages = Array.from({ length: 60 }, (_, i) => message(i, PAYLOADS[i % PAYLOADS.length]));
   const thread = new PipelineThread(OPTIONS);
   try {
-    const [onThread, here] = await Promise.all([
+    const [onThread, here] = (await Promise.all([
       thread.run(messages),
       inlinePipeline(createPipeline(OPTIONS)).run(messages),
-    ]);
+    ])).map(outcomesOf);
     assert.deepEqual(onThread, here);
+    assert.equal(onThread[0].records.length, 1);
     assert.equal(onThread[1].rejections[0].reason, "invalid_json");
     assert.deepEqual(onThread[1].rejections[0].payload, encoder.encode("not json"));
   } finally {
@@ -77,11 +79,14 @@ Deno.test("a payload over MAX_PAYLOAD_BYTES is rejected without crossing to the 
   const thread = new PipelineThread({ ...OPTIONS, maxPayloadBytes: 1024 });
   try {
     const huge = { topic: "a/n/u/data", payload: new Uint8Array(4096).fill(0x20), receivedAt: 1 };
-    const outcomes = await thread.run([message(0, PAYLOADS[0]), huge, message(2, PAYLOADS[4])]);
+    const outcomes = outcomesOf(
+      await thread.run([message(0, PAYLOADS[0]), huge, message(2, PAYLOADS[4])]),
+    );
     assert.equal(outcomes[0].records.length, 1);
     assert.equal(outcomes[1].rejections[0].reason, "payload_too_large");
+    assert.equal(outcomes[1].records.length, 0);
     assert.equal(outcomes[2].records.length, 1);
-    assert.deepEqual(await thread.run([huge]), [outcomes[1]]);
+    assert.deepEqual(outcomesOf(await thread.run([huge])), [outcomes[1]]);
   } finally {
     thread.close();
   }
@@ -90,7 +95,7 @@ Deno.test("a payload over MAX_PAYLOAD_BYTES is rejected without crossing to the 
 Deno.test("after close, the pipeline runs on the calling thread", async () => {
   const thread = new PipelineThread(OPTIONS);
   thread.close();
-  const [outcome] = await thread.run([message(0, PAYLOADS[0])]);
+  const [outcome] = outcomesOf(await thread.run([message(0, PAYLOADS[0])]));
   assert.equal(outcome.records.length, 1);
 });
 
