@@ -115,6 +115,25 @@ export class JsonLinesFile {
   }
 
   /**
+   * Appends JSON Lines given as bytes — whole lines, each ended by "\n" — as
+   * {@linkcode JsonLinesFile.append} does lines given as text.
+   *
+   * @example
+   * ```ts
+   * await file.appendLines(new TextEncoder().encode('{"n":1}\n{"n":2}\n'));
+   * ```
+   */
+  appendLines(lines: Uint8Array): Promise<void> {
+    if (lines.length === 0) return Promise.resolve();
+    if (lines[lines.length - 1] !== NEWLINE) {
+      return Promise.reject(
+        new RangeError(`JSON Lines for ${this.#path} must end with a newline`),
+      );
+    }
+    return this.#serialised(() => this.#append(lines));
+  }
+
+  /**
    * Closes the file; a later `append` opens it again.
    *
    * @example
@@ -289,7 +308,12 @@ class FileSink implements Sink {
     await this.#file.append(records.map(recordText));
   }
 
-  // What the sink runner calls: the spooled texts are the lines, with nothing to parse.
+  // What the sink runner calls: the spooled lines are the file's lines, nothing to parse.
+  async writeLines(lines: Uint8Array, signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
+    await this.#file.appendLines(lines);
+  }
+
   async writeTexts(texts: string[], signal: AbortSignal): Promise<void> {
     signal.throwIfAborted();
     await this.#file.append(texts);

@@ -231,11 +231,13 @@ function checkSink(candidate: unknown, entry: string, where: string): Sink {
       `The sink from ${where} has a batchSize that is not a whole number from 1; leave it out or set it to the most records one write takes.`,
     );
   }
-  if (sink.close !== undefined && typeof sink.close !== "function") {
-    throw new SinkConfigError(
-      entry,
-      `The sink from ${where} has a close that is not a function; ${expected}.`,
-    );
+  for (const method of ["close", "writeTexts", "writeLines"] as const) {
+    if (sink[method] !== undefined && typeof sink[method] !== "function") {
+      throw new SinkConfigError(
+        entry,
+        `The sink from ${where} has a ${method} that is not a function; ${expected}.`,
+      );
+    }
   }
   return sink as Sink;
 }

@@ -44,6 +44,13 @@ export interface Sink {
    * record. The same contract as `write` otherwise; refusals index `texts`.
    */
   writeTexts?(texts: string[], signal: AbortSignal): Promise<void>;
+  /**
+   * Optional, for sinks that write JSON Lines: takes the batch as the UTF-8
+   * bytes the spool holds — each record one line ended by "\n", numbers digit
+   * for digit as received — and is called instead of `write` and
+   * `writeTexts`. The same contract otherwise; refusals index the lines.
+   */
+  writeLines?(lines: Uint8Array, signal: AbortSignal): Promise<void>;
   /** Flushes and releases resources on shutdown. */
   close?(): Promise<void>;
 }

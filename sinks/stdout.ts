@@ -84,7 +84,11 @@ export function createStdoutSink(options: StdoutSinkOptions): Sink {
   if (pretty) return sink;
   return {
     ...sink,
-    // What the sink runner calls for jsonl: the spooled texts are the lines, with nothing to parse.
+    // What the sink runner calls for jsonl: the spooled lines as they are, nothing to parse.
+    async writeLines(lines: Uint8Array, signal: AbortSignal): Promise<void> {
+      signal.throwIfAborted();
+      await writeAll(lines);
+    },
     async writeTexts(texts: string[], signal: AbortSignal): Promise<void> {
       signal.throwIfAborted();
       if (texts.length > 0) await writeAll(encoder.encode(texts.join("\n") + "\n"));

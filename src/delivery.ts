@@ -13,7 +13,7 @@ import { formatDeadLetter } from "./dead_letter.ts";
 import type { WorkerMetrics } from "./metrics.ts";
 import { type OutputRecord, parseRecord } from "./record.ts";
 import { backoffDelay, type BackoffOptions, sleep } from "./retry.ts";
-import type { Spool, SpooledRecord } from "./spool.ts";
+import type { RecordBatch, Spool } from "./spool.ts";
 
 const logger = getLogger(["gridrelay", "delivery"]);
 
@@ -101,55 +101,37 @@ export function runSink(
   // The size of the batch in flight until it is acknowledged: its records are the first ones
   // after the cursor, so reading that many again gives the same batch.
   let unacknowledged: number | undefined;
-  return deliveryLoop<SpooledRecord>({
+  return deliveryLoop<RecordBatch>({
     target: `sink ${name}`,
     properties: { sink: name },
     spool,
     read: () => {
-      const batch = spool.read(name, unacknowledged ?? batchSize);
+      const batch = spool.readBatch(name, unacknowledged ?? batchSize);
       metrics.spoolPending.set(spool.pending(name), name);
       return batch;
     },
     deliver: async (batch, signal) => {
       unacknowledged = batch.length;
-      // A sink that takes record texts gets the spooled lines as they are: nothing to parse.
-      const texts = sink.writeTexts !== undefined;
-      const { delivered, records, invalid } = texts
-        ? { delivered: batch, records: [], invalid: [] }
-        : parseBatch(batch);
-      let refused = invalid;
-      if (delivered.length > 0) {
-        try {
-          await untilAborted(
-            () =>
-              texts
-                ? sink.writeTexts!(delivered.map((spooled) => spooled.text), signal)
-                : sink.write(records, signal),
-            signal,
-          );
-        } catch (error) {
-          if (!(error instanceof RecordsRefusedError) || signal.aborted) throw error;
-          refused = [...invalid, ...refusedEntries(error, delivered, name)];
-        }
-      }
-      const deadLetters = refused.map(({ spooled, reason, code }) =>
+      const refused = await untilAborted(() => writeBatch(sink, batch, signal), signal);
+      const deadLetters = refused.map(({ index, reason, code }) =>
         formatDeadLetter({
-          receivedAt: spooled.receivedAt,
-          topic: spooled.topic,
+          receivedAt: batch.receivedAt(index),
+          topic: batch.topic(index),
           reason,
           code,
-          payload: spooled.text,
+          payload: batch.text(index),
           sink: name,
         })
       );
-      spool.acknowledge(name, batch[batch.length - 1].id, { deadLetters });
+      spool.acknowledge(name, batch.lastId, { deadLetters });
       unacknowledged = undefined;
 
-      const refusedIds = new Set(refused.map((entry) => entry.spooled.id));
+      const refusedIndexes = new Set(refused.map((entry) => entry.index));
       const deliveredAt = now();
-      for (const spooled of batch) {
-        if (refusedIds.has(spooled.id)) continue;
-        metrics.deliveryLatency.observe(Math.max(0, deliveredAt - spooled.receivedAt) / 1000, name);
+      for (let index = 0; index < batch.length; index++) {
+        if (refusedIndexes.has(index)) continue;
+        const latency = Math.max(0, deliveredAt - batch.receivedAt(index)) / 1000;
+        metrics.deliveryLatency.observe(latency, name);
       }
       metrics.recordsDelivered.add(batch.length - refused.length, name);
       metrics.spoolPending.set(spool.pending(name), name);
@@ -163,6 +145,50 @@ export function runSink(
     },
     onFailure: () => metrics.sinkErrors.add(1, name),
   }, options);
+}
+
+/**
+ * Hands a batch to a sink in the form it takes best: JSON Lines bytes, record
+ * texts, or parsed records. Returns the records that did not get through for
+ * good, indexed in the batch: those the sink refused, and spooled texts that
+ * do not parse (no retry could deliver them). Throws what else the sink throws.
+ */
+async function writeBatch(
+  sink: Sink,
+  batch: RecordBatch,
+  signal: AbortSignal,
+): Promise<RefusedEntry[]> {
+  // The batch index of each record the sink was given, when that is not all of them in order.
+  let offered: number[] | undefined;
+  const invalid: RefusedEntry[] = [];
+  try {
+    if (sink.writeLines !== undefined) {
+      await sink.writeLines(batch.lines(), signal);
+    } else if (sink.writeTexts !== undefined) {
+      await sink.writeTexts(batch.texts(), signal);
+    } else {
+      const records: OutputRecord[] = [];
+      offered = [];
+      for (const [index, text] of batch.texts().entries()) {
+        try {
+          records.push(parseRecord(text));
+          offered.push(index);
+        } catch (error) {
+          const message = error instanceof Error ? error.message : String(error);
+          invalid.push({
+            index,
+            reason: `the spooled record is not valid JSON (${message}); it was not sent`,
+            code: "invalid_record",
+          });
+        }
+      }
+      if (records.length > 0) await sink.write(records, signal);
+    }
+  } catch (error) {
+    if (!(error instanceof RecordsRefusedError) || signal.aborted) throw error;
+    return [...invalid, ...refusedEntries(error, offered ?? batch.length, sink.name)];
+  }
+  return invalid;
 }
 
 /**
@@ -247,21 +273,26 @@ export async function runDeadLetterWriter(
   }
 }
 
-interface DeliveryTarget<T> {
+/** A batch as a delivery loop sees it: empty when the destination has caught up. */
+interface Batch {
+  readonly length: number;
+}
+
+interface DeliveryTarget<B extends Batch> {
   /** Names the destination in log messages. */
   readonly target: string;
   /** Structured log properties naming the destination. */
   readonly properties: Record<string, unknown>;
   readonly spool: Spool;
   /** The next batch from the spool, oldest first; empty when caught up. */
-  read(): T[];
+  read(): B;
   /** Hands the batch over and commits it in the spool; throws to have it retried. */
-  deliver(batch: T[], signal: AbortSignal): Promise<void>;
+  deliver(batch: B, signal: AbortSignal): Promise<void>;
   onFailure?(): void;
 }
 
-async function deliveryLoop<T>(
-  destination: DeliveryTarget<T>,
+async function deliveryLoop<B extends Batch>(
+  destination: DeliveryTarget<B>,
   options: DeliveryControl & { readonly backoff: BackoffOptions },
 ): Promise<void> {
   const { stop, abort, backoff } = options;
@@ -295,11 +326,11 @@ async function deliveryLoop<T>(
 
 // Warns at the first failure and then once per interval, with how many went unlogged.
 class FailureLog {
-  readonly #destination: DeliveryTarget<unknown>;
+  readonly #destination: DeliveryTarget<Batch>;
   #lastLoggedAt = -Infinity;
   #unlogged = 0;
 
-  constructor(destination: DeliveryTarget<unknown>) {
+  constructor(destination: DeliveryTarget<Batch>) {
     this.#destination = destination;
   }
 
@@ -351,56 +382,33 @@ function isBatchSize(value: unknown): value is number {
 }
 
 interface RefusedEntry {
-  readonly spooled: SpooledRecord;
+  /** The record's index in its batch. */
+  readonly index: number;
   readonly reason: string;
   readonly code: string;
 }
 
-// A spooled text that does not parse cannot be delivered by any retry: it is dead-lettered.
-function parseBatch(batch: readonly SpooledRecord[]): {
-  /** The spooled records that parsed, and what they parsed to, index for index. */
-  delivered: SpooledRecord[];
-  records: OutputRecord[];
-  invalid: RefusedEntry[];
-} {
-  const delivered: SpooledRecord[] = [];
-  const records: OutputRecord[] = [];
-  const invalid: RefusedEntry[] = [];
-  for (const spooled of batch) {
-    try {
-      records.push(parseRecord(spooled.text));
-      delivered.push(spooled);
-    } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
-      invalid.push({
-        spooled,
-        reason: `the spooled record is not valid JSON (${message}); it was not sent`,
-        code: "invalid_record",
-      });
-    }
-  }
-  return { delivered, records, invalid };
-}
-
+// `offered`: the batch indexes of the records the sink got, or how many it got (all, in order).
 function refusedEntries(
   error: RecordsRefusedError,
-  delivered: readonly SpooledRecord[],
+  offered: readonly number[] | number,
   sink: string,
 ): RefusedEntry[] {
+  const size = typeof offered === "number" ? offered : offered.length;
   const byIndex = new Map<number, string>();
   for (const { index, reason } of error.refused) {
-    if (Number.isInteger(index) && index >= 0 && index < delivered.length) {
+    if (Number.isInteger(index) && index >= 0 && index < size) {
       if (!byIndex.has(index)) byIndex.set(index, String(reason));
     } else {
       logger.warn("Sink {sink} refused record index {index}, outside its batch of {size}", {
         sink,
         index,
-        size: delivered.length,
+        size,
       });
     }
   }
   return [...byIndex].sort(([a], [b]) => a - b).map(([index, reason]) => ({
-    spooled: delivered[index],
+    index: typeof offered === "number" ? index : offered[index],
     reason,
     code: "sink_refused",
   }));
@@ -408,15 +416,15 @@ function refusedEntries(
 
 // Runs `work`, but settles as soon as `signal` aborts: a sink that ignores its signal must not
 // hold up shutdown. A late rejection of the abandoned work is observed, not left unhandled.
-function untilAborted(work: () => Promise<void>, signal: AbortSignal): Promise<void> {
+function untilAborted<T>(work: () => Promise<T>, signal: AbortSignal): Promise<T> {
   signal.throwIfAborted();
-  let pending: Promise<void>;
+  let pending: Promise<T>;
   try {
     pending = Promise.resolve(work());
   } catch (error) {
     return Promise.reject(error);
   }
-  return new Promise<void>((resolve, reject) => {
+  return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(signal.reason);
     signal.addEventListener("abort", onAbort, { once: true });
     pending.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));

@@ -775,6 +775,21 @@ export class RecordBatch {
     return this.firstId + index;
   }
 
+  /** Every record's JSON text, in order. */
+  texts(): string[] {
+    const texts: string[] = [];
+    for (const { chunk, start, end } of this.#segments) {
+      for (let at = start; at < end; at++) {
+        texts.push(
+          decoder.decode(
+            chunk.lines.subarray(at === 0 ? 0 : chunk.ends[at - 1], chunk.ends[at] - 1),
+          ),
+        );
+      }
+    }
+    return texts;
+  }
+
   /** The JSON text of the record at `index`, without its "\n". */
   text(index: number): string {
     const [chunk, at] = this.#locate(index);

@@ -159,7 +159,7 @@ Deno.test("a slow sink does not hold up a fast one", async () => {
     const release = deferred();
     const slow = new TestSink("slow", () => release.promise);
     const fast = new TestSink("fast");
-    run(slow, 2);
+    const slowDone = run(slow, 2);
     const fastDone = run(fast, 2);
     append(spool, records(1, 3));
     append(spool, records(4, 6));
@@ -171,7 +171,7 @@ Deno.test("a slow sink does not hold up a fast one", async () => {
     release.resolve();
     await slow.until((s) => s.received.length === 6);
     stop.abort();
-    await fastDone;
+    await Promise.all([slowDone, fastDone]);
     assert.deepEqual(slow.received, records(1, 6));
     assert.equal(spool.bytes, 0, "rows go once both sinks have them");
   });
@@ -470,4 +470,43 @@ Deno.test("RetryLaterError holds a wait between 0 and five minutes", () => {
   assert.equal(new RetryLaterError("x", { retryAfterMs: Number.NaN }).retryAfterMs, 0);
   assert.equal(new RetryLaterError("x", { retryAfterMs: 1e12 }).retryAfterMs, 300_000);
   assert.equal(new RetryLaterError("x", { retryAfterMs: 1500.2 }).retryAfterMs, 1501);
+});
+
+Deno.test("a sink that takes JSON Lines gets the spooled bytes, batch by batch across chunks", async () => {
+  await withSpool(["file"], async ({ spool, metrics, stop, run }) => {
+    const batches: string[] = [];
+    const sink: Sink = {
+      name: "file",
+      write: () => Promise.reject(new Error("write is not called when writeLines exists")),
+      writeLines: (lines) => {
+        batches.push(new TextDecoder().decode(lines));
+        return Promise.resolve();
+      },
+    };
+    append(spool, records(1, 2));
+    append(spool, records(3, 5));
+    stop.abort();
+    await run(sink, 3);
+    assert.deepEqual(batches, ['{"n":1}\n{"n":2}\n{"n":3}\n', '{"n":4}\n{"n":5}\n']);
+    assert.equal(metrics.recordsDelivered.value("file"), 5);
+    assert.equal(spool.bytes, 0);
+  });
+});
+
+Deno.test("a refusal counts among the records the sink was given, after unparsable ones were left out", async () => {
+  await withSpool(["webhook"], async ({ spool, stop, run }) => {
+    const sink = new TestSink("webhook", (call, given) => {
+      if (call > 1) return Promise.resolve();
+      assert.deepEqual(given.map(recordText), ['{"n":1}', '{"n":3}', '{"n":4}']);
+      throw new RecordsRefusedError("HTTP 400", { refused: [{ index: 1, reason: "HTTP 400" }] });
+    });
+    append(spool, ['{"n":1}', "{not json", '{"n":3}', '{"n":4}']);
+    stop.abort();
+    await run(sink);
+    const letters = spool.readDeadLetters(10).map((entry) => JSON.parse(entry.line));
+    assert.deepEqual(letters.map((letter) => [letter.code, letter.payload]), [
+      ["invalid_record", "{not json"],
+      ["sink_refused", '{"n":3}'],
+    ]);
+  });
 });

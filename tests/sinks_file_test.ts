@@ -202,3 +202,33 @@ Deno.test("a missing write permission names the path and the flag to grant", asy
     assert.match(message, new RegExp(`--allow-write=${dir}/out`));
   });
 });
+
+Deno.test("the file sink writes spooled JSON Lines bytes as they are", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/readings.jsonl`;
+    const sink = await createFileSink({ path });
+    const lines = '{"E":18446744073709551615,"v":"µ"}\n{"n":2}\n';
+    try {
+      await sink.writeLines!(new TextEncoder().encode(lines), signal);
+    } finally {
+      await sink.close?.();
+    }
+    assert.equal(await Deno.readTextFile(path), lines);
+  });
+});
+
+Deno.test("JSON Lines bytes that do not end with a newline are refused, the file untouched", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/readings.jsonl`;
+    const file = new JsonLinesFile(path);
+    try {
+      await assert.rejects(
+        file.appendLines(new TextEncoder().encode('{"n":1}\n{"n":2}')),
+        /must end with a newline/,
+      );
+    } finally {
+      await file.close();
+    }
+    assert.equal(await readIfPresent(path), undefined);
+  });
+});

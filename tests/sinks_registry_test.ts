@@ -167,3 +167,10 @@ Deno.test("a custom sink whose batchSize is not a whole number from 1 is a SinkC
 Deno.test("a bare word that is no builtin is an unknown sink", async () => {
   await assertConfigError(["kafka"], /Unknown sink "kafka": expected stdout, file, webhook/);
 });
+
+Deno.test("a custom sink whose writeLines is not a function is a SinkConfigError", async () => {
+  await assertConfigError(
+    [fixture("bad_write_lines.ts")],
+    /The sink from \.\/tests\/fixtures\/sinks\/bad_write_lines\.ts .*has a writeLines that is not a function/,
+  );
+});

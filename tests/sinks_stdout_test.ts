@@ -61,3 +61,15 @@ Deno.test("a partial write is continued until the whole batch is out", async () 
   await createStdoutSink({ format: "jsonl", output }).write([{ n: 1 }, { n: 2 }], signal);
   assert.equal(text(), '{"n":1}\n{"n":2}\n');
 });
+
+Deno.test("jsonl writes spooled JSON Lines bytes as they are", async () => {
+  const { output, text } = capture({ chunk: 7 });
+  const sink = createStdoutSink({ format: "jsonl", output });
+  await sink.writeLines!(new TextEncoder().encode(`${SPOOLED}\n{"n":2}\n`), signal);
+  assert.equal(text(), `${SPOOLED}\n{"n":2}\n`);
+});
+
+Deno.test("pretty takes parsed records only: it has no use for the spooled bytes", () => {
+  const { output } = capture({ terminal: true });
+  assert.equal(createStdoutSink({ format: "auto", output }).writeLines, undefined);
+});
