@@ -181,6 +181,7 @@ export async function runWorker(config: Config, options: WorkerOptions): Promise
       ...tls,
       clientId,
       metrics,
+      busy: () => intake.saturated,
     }, (message) => intake.accept(message));
 
     if (config.httpPort !== undefined) {

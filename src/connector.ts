@@ -26,6 +26,12 @@ export interface ConnectorOptions
   readonly key?: string;
   /** MQTT 5 only: how many unacknowledged QoS 1/2 messages the broker may send at once. */
   readonly receiveMaximum?: number;
+  /**
+   * While it returns true, the connector reads no further message from the
+   * broker (checked after each message, and every few milliseconds while
+   * paused): back-pressure from what the handler has not made durable yet.
+   */
+  readonly busy?: () => boolean;
   readonly metrics: WorkerMetrics;
 }
 
@@ -85,6 +91,9 @@ export class Connector {
   #group?: HandOver;
   /** The acknowledgements held for the last group, sent together when it is durable. */
   #held?: HeldAcknowledgements;
+  /** mqtt.js's go-ahead for the next packet, held while the handler is busy. */
+  #paused?: () => void;
+  #pauseTimer?: ReturnType<typeof setInterval>;
   /** Messages handed over whose handler promise has not settled yet. */
   #inFlight = 0;
   /** Resolves stop()'s wait once #inFlight is back to 0. */
@@ -131,8 +140,9 @@ export class Connector {
     };
     client.handleMessage = (packet, callback) => {
       // QoS 1 and 2 were handed over in customHandleAcks; QoS 0 has no acknowledgement.
-      if (packet.qos === 0) this.#accept(packet.topic, packet.payload as Uint8Array);
-      callback();
+      if (packet.qos !== 0) return callback();
+      this.#accept(packet.topic, packet.payload as Uint8Array);
+      this.#readOn(callback);
     };
     client.on("connect", (connack) => this.#onConnect(connack.sessionPresent));
     client.on("close", () => this.#onClose());
@@ -160,6 +170,7 @@ export class Connector {
   async stop(deadline?: AbortSignal): Promise<void> {
     this.#accepting = false;
     this.#stopping = true;
+    this.#resumeReading();
     clearTimeout(this.#reconnectTimer);
     const client = this.#client;
     if (!client) return;
@@ -235,7 +246,7 @@ export class Connector {
         messageId !== undefined && this.#acks.get(messageId);
       if (!verdict) return send(packet, cb, cbStorePut, noStore);
       this.#acks.delete(messageId!);
-      cb?.();
+      this.#readOn(cb);
       // Messages handed over together become durable together: one wait, one write for all.
       let held = this.#held;
       if (held === undefined || held.verdict !== verdict || held.generation !== this.#generation) {
@@ -268,6 +279,29 @@ export class Connector {
     };
   }
 
+  /**
+   * Lets mqtt.js go on to the next packet now, or, while the handler is busy,
+   * once it is not: mqtt.js reads the socket no further meanwhile, and the
+   * broker's data waits in TCP buffers and in the broker.
+   */
+  #readOn(next?: () => void): void {
+    if (next === undefined) return;
+    if (!this.#options.busy?.()) return next();
+    this.#paused = next;
+    this.#pauseTimer ??= setInterval(() => {
+      if (this.#options.busy?.() && this.#client?.connected && !this.#stopping) return;
+      this.#resumeReading();
+    }, PAUSE_CHECK_MS);
+  }
+
+  #resumeReading(): void {
+    clearInterval(this.#pauseTimer);
+    this.#pauseTimer = undefined;
+    const next = this.#paused;
+    this.#paused = undefined;
+    next?.();
+  }
+
   /** Hands a message over; resolves `true` when it may be acknowledged. */
   #accept(topic: string, payload: Uint8Array): Promise<boolean> {
     if (!this.#accepting) return NOT_ACKNOWLEDGED;
@@ -290,6 +324,7 @@ export class Connector {
   #settled(count: number, durable: boolean, error?: unknown): boolean {
     this.#inFlight -= count;
     if (this.#inFlight === 0) this.#drained?.();
+    if (this.#paused !== undefined && !this.#options.busy?.()) this.#resumeReading();
     if (durable) return true;
     // A failing disk fails every message of a burst: one line a second says so.
     const now = performance.now();
@@ -463,6 +498,9 @@ interface HeldAcknowledgements {
 }
 
 const NOT_ACKNOWLEDGED = Promise.resolve(false);
+
+/** While reading is paused, how often the connector asks whether the handler is still busy. */
+const PAUSE_CHECK_MS = 2;
 
 /** PUBACK: type 4, remaining length 2 (MQTT 5 too: reason code 0 and no properties may be left out). */
 const PUBACK_HEADER = 0x40;

@@ -31,7 +31,14 @@ export interface IntakeOptions {
   readonly maxBatch?: number;
   /** How often the same warning (per topic and reason or device) may be logged; default a minute. */
   readonly warningWindowMs?: number;
+  /**
+   * Messages, and payload bytes, accepted but not yet durable beyond which the
+   * intake is {@linkcode Intake.saturated}; default 2000 and 16 MiB.
+   */
+  readonly maxPending?: { readonly messages: number; readonly bytes: number };
 }
+
+const DEFAULT_MAX_PENDING = { messages: 2000, bytes: 16 * 2 ** 20 };
 
 /** The messages taken in one turn of the event loop, and their shared fate. */
 class Burst {
@@ -39,8 +46,9 @@ class Burst {
   readonly durable: Promise<void>;
   resolve!: () => void;
   reject!: (error: Error) => void;
-  /** How many messages, once the burst is closed. */
+  /** How many messages, and payload bytes, once the burst is closed. */
   size = 0;
+  bytes = 0;
   /** What the pipeline made of the messages, once it has. */
   chunk?: SpoolChunk;
 
@@ -77,6 +85,7 @@ export class Intake {
   /** Bursts handed to the pipeline; their outcomes are queued for the spool in this order. */
   #pipelined: Promise<void> = Promise.resolve();
   #pending = 0;
+  #pendingBytes = 0;
   #flushing?: Promise<void>;
   /** The last appended group's wait for its sync; earlier ones settle before it. */
   #settled: Promise<void> = Promise.resolve();
@@ -100,6 +109,18 @@ export class Intake {
   }
 
   /**
+   * True while more is waiting for the pipeline and the disk than they need
+   * to keep busy (see `maxPending`): the connector then stops reading from
+   * the broker, so a backlog waits there, not in memory. False while the
+   * spool is full: the messages then wait unacknowledged, and reading goes
+   * on so the connection stays alive.
+   */
+  get saturated(): boolean {
+    const max = this.#options.maxPending ?? DEFAULT_MAX_PENDING;
+    return !this.#full && (this.#pending >= max.messages || this.#pendingBytes >= max.bytes);
+  }
+
+  /**
    * Runs the pipeline over `message`; resolves when the outcome is durable.
    * Every message of one burst gets the same promise. Rejects only when the
    * disk failed to sync it or the pipeline thread died with it: then it must
@@ -114,7 +135,9 @@ export class Intake {
       queueMicrotask(() => this.#handOver());
     }
     burst.messages.push(message);
+    burst.bytes += message.payload.byteLength;
     this.#pending++;
+    this.#pendingBytes += message.payload.byteLength;
     return burst.durable;
   }
 
@@ -162,6 +185,7 @@ export class Intake {
       (error) => {
         // The pipeline thread died with these on it: none is acknowledged, the broker resends.
         this.#pending -= count;
+        this.#pendingBytes -= burst.bytes;
         this.#log.error("The pipeline failed on {count} message(s): {error}", { count, error });
         burst.reject(error);
       },
@@ -319,6 +343,7 @@ export class Intake {
     }
     for (const burst of committed) {
       this.#pending -= burst.size;
+      this.#pendingBytes -= burst.bytes;
       if (failure) burst.reject(failure);
       else burst.resolve();
     }

@@ -1,10 +1,15 @@
 /**
  * A full spool pauses intake without hurting the connection: the worker holds
  * back acknowledgements, the broker keeps the rest in the session, pings keep
- * flowing, and everything is delivered once the sink recovers.
+ * flowing, and everything is delivered once the sink recovers. A saturated
+ * intake stops the connector reading, so a backlog waits in the broker, not
+ * in the worker's memory.
  */
 
 import assert from "node:assert/strict";
+import { parseConfig } from "../src/config.ts";
+import { Connector } from "../src/connector.ts";
+import { createWorkerMetrics } from "../src/metrics.ts";
 import { startBroker } from "./_helpers/broker.ts";
 import { publish } from "./_helpers/mqtt.ts";
 import { integrationTest } from "./_helpers/require.ts";
@@ -83,6 +88,50 @@ integrationTest({
       assert.equal((await worker.stop()).code, 0);
     } finally {
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+integrationTest({
+  name:
+    "while the intake is saturated the connector reads no further message, then reads on without losing one",
+  async fn() {
+    await using broker = await startBroker();
+    const config = parseConfig({ MQTT_URL: broker.url, MQTT_KEEPALIVE_S: "5" });
+    let busy = false;
+    const received: number[] = [];
+    const connector = new Connector({
+      ...config.mqtt,
+      clientId: "gridrelay-busy",
+      metrics: createWorkerMetrics(),
+      busy: () => busy,
+    }, (message) => {
+      received.push(JSON.parse(new TextDecoder().decode(message.payload)).r[0].P);
+      // Saturated from the first message on, until the test says otherwise.
+      if (received.length === 1) busy = true;
+      return Promise.resolve();
+    });
+    await connector.start();
+    try {
+      const total = 50;
+      await publish(
+        broker.url,
+        Array.from({ length: total }, (_, i) => ({ topic: TOPIC, payload: payload(i) })),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.deepEqual(received, [0], "nothing more is read while the intake is saturated");
+
+      busy = false;
+      await eventually(
+        "every message once busy ends",
+        () => received.length === total ? true : undefined,
+        {
+          progress: () => `${received.length} of ${total}`,
+        },
+      );
+      assert.deepEqual(received, Array.from({ length: total }, (_, i) => i));
+    } finally {
+      await connector.stop(AbortSignal.timeout(5000));
     }
   },
 });

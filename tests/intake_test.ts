@@ -1,0 +1,92 @@
+/**
+ * The intake's back-pressure signal: saturated while more waits for the
+ * pipeline and the disk than keeps them busy, never while the spool is full.
+ */
+import assert from "node:assert/strict";
+import { Intake } from "../src/intake.ts";
+import { createWorkerMetrics } from "../src/metrics.ts";
+import { createPipeline } from "../src/pipeline.ts";
+import type { Message } from "../src/record.ts";
+import { Spool } from "../src/spool.ts";
+import { DEFAULT_PIPELINE_OPTIONS } from "./_helpers/spec_example.ts";
+import { tempDir } from "./_helpers/files.ts";
+
+function message(i: number): Message {
+  return {
+    topic: "a/b827eb2bb2a9/u/data",
+    payload: new TextEncoder().encode(`{"t":${1625576100 + i},"r":[{"_vid":"v","i":${i}}]}`),
+    receivedAt: 1625576100000 + i,
+  };
+}
+
+Deno.test("the intake is saturated while maxPending messages wait, and not once they are durable", async () => {
+  await using dir = await tempDir("intake_test_");
+  const spool = Spool.open({ path: `${dir}/spool.db`, sinks: ["file"], maxBytes: 2 ** 30 });
+  try {
+    const intake = new Intake({
+      pipeline: createPipeline(DEFAULT_PIPELINE_OPTIONS),
+      spool,
+      metrics: createWorkerMetrics(),
+      maxPending: { messages: 3, bytes: 2 ** 20 },
+    });
+    const durable = [intake.accept(message(0)), intake.accept(message(1))];
+    assert.equal(intake.saturated, false);
+    durable.push(intake.accept(message(2)));
+    assert.equal(intake.saturated, true);
+    await Promise.all(durable);
+    assert.equal(intake.pending, 0);
+    assert.equal(intake.saturated, false);
+    await intake.close();
+  } finally {
+    spool.close();
+  }
+});
+
+Deno.test("payload bytes count toward saturation too", async () => {
+  await using dir = await tempDir("intake_test_");
+  const spool = Spool.open({ path: `${dir}/spool.db`, sinks: ["file"], maxBytes: 2 ** 30 });
+  try {
+    const intake = new Intake({
+      pipeline: createPipeline(DEFAULT_PIPELINE_OPTIONS),
+      spool,
+      metrics: createWorkerMetrics(),
+      maxPending: { messages: 1000, bytes: 80 },
+    });
+    const first = intake.accept(message(0));
+    assert.equal(intake.saturated, false);
+    const second = intake.accept(message(1));
+    assert.equal(intake.saturated, true, "two payloads of 41 bytes pass 80");
+    await Promise.all([first, second]);
+    await intake.close();
+  } finally {
+    spool.close();
+  }
+});
+
+Deno.test("a full spool is not saturation: messages wait unacknowledged while reading goes on", async () => {
+  await using dir = await tempDir("intake_test_");
+  const spool = Spool.open({ path: `${dir}/spool.db`, sinks: ["file"], maxBytes: 10 });
+  try {
+    const intake = new Intake({
+      pipeline: createPipeline(DEFAULT_PIPELINE_OPTIONS),
+      spool,
+      metrics: createWorkerMetrics(),
+      maxPending: { messages: 2, bytes: 2 ** 20 },
+    });
+    await intake.accept(message(0)); // fills the spool
+    assert.equal(spool.full, true);
+    let settled = false;
+    const waiting = [intake.accept(message(1)), intake.accept(message(2))];
+    Promise.all(waiting).then(() => (settled = true));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(settled, false, "nothing is durable while the spool is full");
+    assert.equal(intake.pending, 2);
+    assert.equal(intake.saturated, false);
+
+    spool.acknowledge("file", 1);
+    await Promise.all(waiting);
+    await intake.close();
+  } finally {
+    spool.close();
+  }
+});
