@@ -288,6 +288,8 @@ export class Connector {
     if (next === undefined) return;
     if (!this.#options.busy?.()) return next();
     this.#paused = next;
+    // Resumed from a timer, not from the promise that settled messages: mqtt.js then handles
+    // the rest of the socket chunk within one turn, and those messages make one burst.
     this.#pauseTimer ??= setInterval(() => {
       if (this.#options.busy?.() && this.#client?.connected && !this.#stopping) return;
       this.#resumeReading();
@@ -324,7 +326,6 @@ export class Connector {
   #settled(count: number, durable: boolean, error?: unknown): boolean {
     this.#inFlight -= count;
     if (this.#inFlight === 0) this.#drained?.();
-    if (this.#paused !== undefined && !this.#options.busy?.()) this.#resumeReading();
     if (durable) return true;
     // A failing disk fails every message of a burst: one line a second says so.
     const now = performance.now();

@@ -42,7 +42,10 @@ const DEFAULT_MAX_PENDING = { messages: 2000, bytes: 16 * 2 ** 20 };
 
 /** The messages taken in one turn of the event loop, and their shared fate. */
 class Burst {
-  readonly messages: Message[] = [];
+  /** The messages, until the pipeline has read them; then only where each came from is kept. */
+  messages: Message[] = [];
+  readonly topics: string[] = [];
+  readonly receivedAt: number[] = [];
   readonly durable: Promise<void>;
   resolve!: () => void;
   reject!: (error: Error) => void;
@@ -80,12 +83,15 @@ export class Intake {
   /** Bursts the pipeline has done, waiting for the spool. */
   readonly #queue: Burst[] = [];
   readonly #closing = new AbortController();
-  /** The burst taking messages now, if any. */
+  /** The burst taking messages now, if any, and the timer that closes it. */
   #burst?: Burst;
+  #handOverTimer?: ReturnType<typeof setTimeout>;
   /** Bursts handed to the pipeline; their outcomes are queued for the spool in this order. */
   #pipelined: Promise<void> = Promise.resolve();
   #pending = 0;
   #pendingBytes = 0;
+  /** Saturated, until the backlog is down to half of maxPending. */
+  #holding = false;
   #flushing?: Promise<void>;
   /** The last appended group's wait for its sync; earlier ones settle before it. */
   #settled: Promise<void> = Promise.resolve();
@@ -116,8 +122,16 @@ export class Intake {
    * on so the connection stays alive.
    */
   get saturated(): boolean {
+    if (this.#full) return false;
     const max = this.#options.maxPending ?? DEFAULT_MAX_PENDING;
-    return !this.#full && (this.#pending >= max.messages || this.#pendingBytes >= max.bytes);
+    if (this.#pending >= max.messages || this.#pendingBytes >= max.bytes) {
+      this.#holding = true;
+    } else if (this.#pending <= max.messages / 2 && this.#pendingBytes <= max.bytes / 2) {
+      // Down to half before reading again: reading resumes with whole socket chunks, which
+      // make bursts worth a transaction, not a message at a time.
+      this.#holding = false;
+    }
+    return this.#holding;
   }
 
   /**
@@ -130,11 +144,14 @@ export class Intake {
     let burst = this.#burst;
     if (burst === undefined) {
       burst = this.#burst = new Burst();
-      // mqtt.js handles the packets of a socket chunk one process.nextTick after the other, and
-      // microtasks run only once that queue is empty: the whole chunk joins this burst.
-      queueMicrotask(() => this.#handOver());
+      // mqtt.js handles the packets of a socket chunk one process.nextTick after the other; in
+      // Deno, microtasks can run between the first and the second, so a microtask would split
+      // off the chunk's first message. The next turn of the event loop comes after them all.
+      this.#handOverTimer = setTimeout(() => this.#handOver(), 0);
     }
     burst.messages.push(message);
+    burst.topics.push(message.topic);
+    burst.receivedAt.push(message.receivedAt);
     burst.bytes += message.payload.byteLength;
     this.#pending++;
     this.#pendingBytes += message.payload.byteLength;
@@ -164,19 +181,19 @@ export class Intake {
 
   /** Sends the burst to the pipeline now; its outcome joins the spool queue in order. */
   #handOver(): void {
+    clearTimeout(this.#handOverTimer);
     const burst = this.#burst;
     this.#burst = undefined;
     if (burst === undefined || burst.messages.length === 0) return;
-    const count = burst.size = burst.messages.length;
+    const count = (burst.size = burst.messages.length);
     this.#options.metrics.messagesReceived.add(count);
     // Started now, so the thread works while earlier outcomes are still being spooled.
     const outcome = this.#pipeline.run(burst.messages);
+    // The pipeline has read the payloads: they, and the socket buffers they point into, can go.
+    burst.messages = [];
     this.#pipelined = this.#pipelined.then(() => outcome).then(
       (outcome) => {
-        burst.chunk = this.#chunkOf(burst.messages, outcome);
-        // Only where each record came from is kept: the payloads (and the socket buffers they
-        // point into) can go now.
-        burst.messages.length = 0;
+        burst.chunk = this.#chunkOf(burst, outcome);
         this.#queue.push(burst);
         // Straight on to the spool: a burst is already a batch, and a commit is cheap (the sync
         // is what takes time, and it covers every commit made while the last one ran).
@@ -192,25 +209,24 @@ export class Intake {
     );
   }
 
-  #chunkOf(messages: readonly Message[], outcome: BatchOutcome): SpoolChunk {
+  #chunkOf(burst: Burst, outcome: BatchOutcome): SpoolChunk {
     const { firstRecord } = outcome;
-    const records = firstRecord[messages.length];
+    const records = firstRecord[burst.size];
     const receivedAt = new Float64Array(records);
     const topics: string[] = new Array(records);
-    for (let index = 0; index < messages.length; index++) {
-      const { topic, receivedAt: at } = messages[index];
+    for (let index = 0; index < burst.size; index++) {
       for (let record = firstRecord[index]; record < firstRecord[index + 1]; record++) {
-        receivedAt[record] = at;
-        topics[record] = topic;
+        receivedAt[record] = burst.receivedAt[index];
+        topics[record] = burst.topics[index];
       }
     }
     const deadLetters: string[] = [];
     for (const exception of outcome.exceptions) {
-      const { topic, receivedAt } = messages[exception.index];
+      const topic = burst.topics[exception.index];
       this.#report(topic, exception);
       for (const rejection of exception.rejections) {
         deadLetters.push(formatDeadLetter({
-          receivedAt,
+          receivedAt: burst.receivedAt[exception.index],
           topic,
           reason: rejection.message,
           code: rejection.reason,

@@ -23,7 +23,8 @@ import type { PipelineResult } from "./stages/result.ts";
 
 /**
  * Runs the pipeline over batches of messages; the records come back as JSON
- * Lines in the order of the messages. `run` rejects only when the messages
+ * Lines in the order of the messages. `run` has read the payloads by the time
+ * it returns (the caller may let them go), and rejects only when the messages
  * could not be run at all (they must then not be acknowledged).
  *
  * @example

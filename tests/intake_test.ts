@@ -42,6 +42,31 @@ Deno.test("the intake is saturated while maxPending messages wait, and not once 
   }
 });
 
+Deno.test("once saturated, the intake stays so until the backlog is down to half", async () => {
+  await using dir = await tempDir("intake_test_");
+  const spool = Spool.open({ path: `${dir}/spool.db`, sinks: ["file"], maxBytes: 2 ** 30 });
+  try {
+    const intake = new Intake({
+      pipeline: createPipeline(DEFAULT_PIPELINE_OPTIONS),
+      spool,
+      metrics: createWorkerMetrics(),
+      maxPending: { messages: 4, bytes: 2 ** 20 },
+    });
+    const first = intake.accept(message(0));
+    await new Promise((resolve) => setTimeout(resolve, 0)); // a burst of its own
+    const rest = [1, 2, 3].map((i) => intake.accept(message(i)));
+    assert.equal(intake.saturated, true);
+    await first;
+    assert.equal(intake.pending, 3);
+    assert.equal(intake.saturated, true, "3 of 4 is still more than half");
+    await Promise.all(rest);
+    assert.equal(intake.saturated, false);
+    await intake.close();
+  } finally {
+    spool.close();
+  }
+});
+
 Deno.test("payload bytes count toward saturation too", async () => {
   await using dir = await tempDir("intake_test_");
   const spool = Spool.open({ path: `${dir}/spool.db`, sinks: ["file"], maxBytes: 2 ** 30 });
