@@ -74,6 +74,8 @@ export class PipelineThread implements PipelineRunner {
   readonly #inline: (messages: readonly Message[]) => BatchOutcome;
   readonly #inFlight = new Map<number, InFlight>();
   readonly #maxPayloadBytes: number;
+  /** Whether the pipeline reads topics and receipt times (for RECORD_META). */
+  readonly #sendsMeta: boolean;
   #worker?: Worker;
   #nextId = 0;
 
@@ -81,6 +83,7 @@ export class PipelineThread implements PipelineRunner {
   constructor(options: PipelineOptions) {
     this.#inline = createBatchPipeline(options);
     this.#maxPayloadBytes = options.maxPayloadBytes;
+    this.#sendsMeta = options.recordMeta.length > 0;
     const module = new URL("./pipeline_worker.ts", import.meta.url);
     const missing = missingReadAccess(module);
     if (missing !== undefined) {
@@ -142,18 +145,14 @@ export class PipelineThread implements PipelineRunner {
       bytes.set(message.payload, end);
       end += message.payload.byteLength;
       ends[i] = end;
+      if (!this.#sendsMeta) continue;
       topics.push(message.topic);
       receivedAt.push(message.receivedAt);
     }
     const id = this.#nextId++;
-    const batch: BatchMessage = {
-      kind: "batch",
-      id,
-      topics,
-      receivedAt,
-      ends,
-      bytes: bytes.buffer,
-    };
+    const batch: BatchMessage = this.#sendsMeta
+      ? { kind: "batch", id, ends, bytes: bytes.buffer, topics, receivedAt }
+      : { kind: "batch", id, ends, bytes: bytes.buffer };
     const here = oversized.length > 0 ? this.#inline(oversized) : undefined;
     return new Promise((resolve, reject) => {
       this.#inFlight.set(id, {

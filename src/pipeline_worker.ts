@@ -19,15 +19,19 @@ export interface InitMessage {
   readonly options: PipelineOptions;
 }
 
-/** A batch for the worker: the payloads back to back in one transferred buffer. */
+/**
+ * A batch for the worker: the payloads back to back in one transferred
+ * buffer, and each message's topic and receipt time only when the pipeline
+ * uses them (`RECORD_META`): copying them across costs as much as the rest.
+ */
 export interface BatchMessage {
   readonly kind: "batch";
   readonly id: number;
-  readonly topics: readonly string[];
-  readonly receivedAt: readonly number[];
   /** End offset of each payload in `bytes`; each starts where the previous ended. */
   readonly ends: Uint32Array;
   readonly bytes: ArrayBuffer;
+  readonly topics?: readonly string[];
+  readonly receivedAt?: readonly number[];
 }
 
 /**
@@ -36,7 +40,7 @@ export interface BatchMessage {
  * @example
  * ```ts
  * const bytes = new TextEncoder().encode("{}[]");
- * batchMessages({ kind: "batch", id: 0, topics: ["a", "b"], receivedAt: [1, 2], ends: new Uint32Array([2, 4]), bytes: bytes.buffer });
+ * batchMessages({ kind: "batch", id: 0, ends: new Uint32Array([2, 4]), bytes: bytes.buffer, topics: ["a", "b"], receivedAt: [1, 2] });
  * // [{ topic: "a", payload: "{}" as bytes, receivedAt: 1 }, { topic: "b", payload: "[]" as bytes, receivedAt: 2 }]
  * ```
  */
@@ -44,12 +48,12 @@ export function batchMessages(batch: BatchMessage): Message[] {
   const payloads = new Uint8Array(batch.bytes);
   const messages: Message[] = [];
   let start = 0;
-  for (let i = 0; i < batch.topics.length; i++) {
+  for (let i = 0; i < batch.ends.length; i++) {
     const end = batch.ends[i];
     messages.push({
-      topic: batch.topics[i],
+      topic: batch.topics?.[i] ?? "",
       payload: payloads.subarray(start, end),
-      receivedAt: batch.receivedAt[i],
+      receivedAt: batch.receivedAt?.[i] ?? 0,
     });
     start = end;
   }
