@@ -94,6 +94,7 @@ export class Connector {
   /** mqtt.js's go-ahead for the next packet, held while the handler is busy. */
   #paused?: () => void;
   #pauseTimer?: ReturnType<typeof setInterval>;
+  #resumeTimer?: ReturnType<typeof setTimeout>;
   /** Messages handed over whose handler promise has not settled yet. */
   #inFlight = 0;
   /** Resolves stop()'s wait once #inFlight is back to 0. */
@@ -289,7 +290,9 @@ export class Connector {
     if (!this.#options.busy?.()) return next();
     this.#paused = next;
     // Resumed from a timer, not from the promise that settled messages: mqtt.js then handles
-    // the rest of the socket chunk within one turn, and those messages make one burst.
+    // the rest of the socket chunk within one turn, and those messages make one burst. Settled
+    // messages resume it at once; this check covers a spool that fills meanwhile, a lost
+    // connection and shutdown.
     this.#pauseTimer ??= setInterval(() => {
       if (this.#options.busy?.() && this.#client?.connected && !this.#stopping) return;
       this.#resumeReading();
@@ -299,6 +302,8 @@ export class Connector {
   #resumeReading(): void {
     clearInterval(this.#pauseTimer);
     this.#pauseTimer = undefined;
+    clearTimeout(this.#resumeTimer);
+    this.#resumeTimer = undefined;
     const next = this.#paused;
     this.#paused = undefined;
     next?.();
@@ -326,6 +331,13 @@ export class Connector {
   #settled(count: number, durable: boolean, error?: unknown): boolean {
     this.#inFlight -= count;
     if (this.#inFlight === 0) this.#drained?.();
+    // Not from here (a promise reaction) but from a timer: see #readOn.
+    if (this.#paused !== undefined && !this.#options.busy?.()) {
+      this.#resumeTimer ??= setTimeout(() => {
+        this.#resumeTimer = undefined;
+        this.#resumeReading();
+      }, 0);
+    }
     if (durable) return true;
     // A failing disk fails every message of a burst: one line a second says so.
     const now = performance.now();
@@ -501,7 +513,7 @@ interface HeldAcknowledgements {
 const NOT_ACKNOWLEDGED = Promise.resolve(false);
 
 /** While reading is paused, how often the connector asks whether the handler is still busy. */
-const PAUSE_CHECK_MS = 2;
+const PAUSE_CHECK_MS = 10;
 
 /** PUBACK: type 4, remaining length 2 (MQTT 5 too: reason code 0 and no properties may be left out). */
 const PUBACK_HEADER = 0x40;
