@@ -82,6 +82,9 @@ function onMessage(event: MessageEvent<InitMessage | BatchMessage>): void {
     return;
   }
   const outcome = run!(batchMessages(data));
+  // Every payload has been read (what a rejection keeps is a copy): release them now. This
+  // thread allocates little, so its garbage collector would otherwise free them only late.
+  data.bytes.transfer(0);
   const reply: OutcomesMessage = { kind: "outcomes", id: data.id, outcome };
   scope.postMessage(reply, [
     outcome.lines.buffer as ArrayBuffer,
