@@ -6,10 +6,11 @@ import assert from "node:assert/strict";
 import { Intake } from "../src/intake.ts";
 import { createWorkerMetrics } from "../src/metrics.ts";
 import { createPipeline } from "../src/pipeline.ts";
+import { inlinePipeline, type PipelineRunner } from "../src/pipeline_thread.ts";
 import type { Message } from "../src/record.ts";
 import { Spool } from "../src/spool.ts";
 import { DEFAULT_PIPELINE_OPTIONS } from "./_helpers/spec_example.ts";
-import { tempDir } from "./_helpers/files.ts";
+import { eventually, tempDir } from "./_helpers/files.ts";
 
 function message(i: number): Message {
   return {
@@ -45,20 +46,36 @@ Deno.test("the intake is saturated while maxPending messages wait, and not once 
 Deno.test("once saturated, the intake stays so until the backlog is down to half", async () => {
   await using dir = await tempDir("intake_test_");
   const spool = Spool.open({ path: `${dir}/spool.db`, sinks: ["file"], maxBytes: 2 ** 30 });
+  // The pipeline holds each burst until the test lets it go.
+  const inline = inlinePipeline(createPipeline(DEFAULT_PIPELINE_OPTIONS));
+  const gates: Array<() => void> = [];
+  const pipeline: PipelineRunner = {
+    run: async (messages) => {
+      const outcome = await inline.run(messages);
+      await new Promise<void>((resolve) => gates.push(resolve));
+      return outcome;
+    },
+    close: () => {},
+  };
+  const handedOver = (count: number) =>
+    eventually(`${count} burst(s) handed over`, () => gates.length === count || undefined);
   try {
     const intake = new Intake({
-      pipeline: createPipeline(DEFAULT_PIPELINE_OPTIONS),
+      pipeline,
       spool,
       metrics: createWorkerMetrics(),
       maxPending: { messages: 4, bytes: 2 ** 20 },
     });
     const first = intake.accept(message(0));
-    await new Promise((resolve) => setTimeout(resolve, 0)); // a burst of its own
+    await handedOver(1);
     const rest = [1, 2, 3].map((i) => intake.accept(message(i)));
+    await handedOver(2);
     assert.equal(intake.saturated, true);
+    gates[0]();
     await first;
     assert.equal(intake.pending, 3);
     assert.equal(intake.saturated, true, "3 of 4 is still more than half");
+    gates[1]();
     await Promise.all(rest);
     assert.equal(intake.saturated, false);
     await intake.close();
