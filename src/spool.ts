@@ -142,7 +142,7 @@ export interface AcknowledgeOptions {
 const WAL_CHECKPOINT_PAGES = 16_384;
 
 /** How much of the newest chunks the spool keeps in memory for sinks that keep up. */
-const RECENT_CHUNKS_MAX_BYTES = 8 * 2 ** 20;
+const RECENT_CHUNKS_MAX_BYTES = 4 * 2 ** 20;
 
 /** Chunks read back from the database that stay in memory, for a sink reading one in parts. */
 const LOADED_CHUNKS_KEPT = 4;
