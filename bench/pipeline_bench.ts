@@ -1,12 +1,16 @@
 /**
  * Micro-benchmark of the pure pipeline on SPEC §1's example payload, against
- * a plain `JSON.parse` of the same text as the baseline.
+ * a plain `JSON.parse` of the same text as the baseline; and of the `ammp`
+ * fast path (src/stages/ammp_bytes.ts) against the pipeline it stands in for.
  * Run: `deno bench bench/pipeline_bench.ts`
  * @module
  */
 
 import { createPipeline, type PipelineOptions } from "../src/pipeline.ts";
+import { type ByteOutput, createAmmpBytes, recordMetaText } from "../src/stages/ammp_bytes.ts";
+import { createRecordMeta } from "../src/stages/record_meta.ts";
 import { DEFAULT_PIPELINE_OPTIONS } from "../tests/_helpers/spec_example.ts";
+import { benchPayload } from "./payload.ts";
 
 // SPEC §1's example, as a Python datalogger's json.dumps would send it (", " and ": ").
 const specPayload = JSON.stringify(
@@ -175,3 +179,55 @@ for (const n of [1_000, 4_000, 16_000]) {
     deepMany({ topic, payload, receivedAt: 1625576100123 });
   });
 }
+
+// ---------------------------------------------------------------- the byte-level fast path
+// src/stages/ammp_bytes.ts against the pipeline on the payloads that matter most: SPEC §1's
+// example and the load benchmark's (bench/load.ts, about 1 KB, Python's separators), 64 of
+// them in turn, each with its own `t`, as a logger's backlog arrives.
+
+const fastAmmp = createAmmpBytes(options);
+const fastOutput: ByteOutput = { bytes: new Uint8Array(64 * 1024), length: 0 };
+const loadPayloads = Array.from(
+  { length: 64 },
+  (_, i) => new TextEncoder().encode(benchPayload(1625576100 + i * 60, i)),
+);
+let nextLoad = 0;
+const metaOf = createRecordMeta({ recordMeta: ["node_id", "received_at"], topicNodeLevel: 1 });
+
+Deno.bench("pipeline ammp (SPEC §1 example)", {
+  group: "fast path: SPEC §1 example",
+  baseline: true,
+}, () => {
+  ammp({ topic, payload: specBytes, receivedAt: 1625576100123 });
+});
+
+Deno.bench("fast path (SPEC §1 example)", { group: "fast path: SPEC §1 example" }, () => {
+  fastOutput.length = 0;
+  fastAmmp(specBytes, "", fastOutput);
+});
+
+Deno.bench("pipeline ammp (benchPayload)", {
+  group: "fast path: benchPayload",
+  baseline: true,
+}, () => {
+  ammp({ topic, payload: loadPayloads[nextLoad++ & 63], receivedAt: 1625576100123 });
+});
+
+Deno.bench("fast path (benchPayload)", { group: "fast path: benchPayload" }, () => {
+  fastOutput.length = 0;
+  fastAmmp(loadPayloads[nextLoad++ & 63], "", fastOutput);
+});
+
+Deno.bench("pipeline ammp + RECORD_META node_id,received_at (benchPayload)", {
+  group: "fast path: benchPayload",
+}, () => {
+  ammpWithMeta({ topic, payload: loadPayloads[nextLoad++ & 63], receivedAt: 1625576100123 });
+});
+
+Deno.bench("fast path + RECORD_META node_id,received_at (benchPayload)", {
+  group: "fast path: benchPayload",
+}, () => {
+  const message = { topic, payload: loadPayloads[nextLoad++ & 63], receivedAt: 1625576100123 };
+  fastOutput.length = 0;
+  fastAmmp(message.payload, recordMetaText(metaOf(message)), fastOutput);
+});
