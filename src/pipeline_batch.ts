@@ -10,6 +10,8 @@
 
 import { createPipeline, type PipelineOptions, type PipelineResult } from "./pipeline.ts";
 import type { Message } from "./record.ts";
+import { createAmmpBytes, recordMetaText } from "./stages/ammp_bytes.ts";
+import { createRecordMeta } from "./stages/record_meta.ts";
 import type { DroppedReading, Rejection } from "./stages/result.ts";
 
 /**
@@ -121,7 +123,9 @@ const NEWLINE = 0x0a;
 
 /**
  * Builds the batch pipeline for `options`: {@linkcode createPipeline}'s
- * pipeline over each message, its records written as JSON Lines.
+ * pipeline over each message, its records written as JSON Lines. For the
+ * `ammp` transform, the byte-level fast path (src/stages/ammp_bytes.ts)
+ * writes the plain cases and the pipeline takes the rest.
  *
  * @example
  * ```ts
@@ -132,7 +136,15 @@ const NEWLINE = 0x0a;
 export function createBatchPipeline(
   options: PipelineOptions,
 ): (messages: readonly Message[]) => BatchOutcome {
-  return batchPipeline(createPipeline(options), {});
+  const pipeline = createPipeline(options);
+  if (options.transform !== "ammp") return batchPipeline(pipeline, {});
+  const metaOf = createRecordMeta(options);
+  return batchPipeline(pipeline, {
+    writeRecord: createAmmpBytes(options),
+    metaText: options.recordMeta.length === 0
+      ? undefined
+      : (message) => recordMetaText(metaOf(message)),
+  });
 }
 
 /**
@@ -186,10 +198,13 @@ export function batchPipeline(
       }
     }
     firstRecord[messages.length] = ends.length;
-    // A generous estimate is trimmed, so memory kept for the lines is about their size.
-    const lines = out.length * 4 < out.bytes.length * 3
-      ? out.bytes.slice(0, out.length)
-      : out.bytes.subarray(0, out.length);
+    // A generous estimate is trimmed, so memory kept for the lines is about their size; the
+    // untrimmed buffer is released now rather than whenever this thread next collects garbage.
+    let lines = out.bytes.subarray(0, out.length);
+    if (out.length * 4 < out.bytes.length * 3) {
+      lines = lines.slice();
+      (out.bytes.buffer as ArrayBuffer).transfer(0);
+    }
     return { lines, ends: Uint32Array.from(ends), firstRecord, exceptions };
   };
 }
