@@ -20,16 +20,41 @@ function message(i: number): Message {
   };
 }
 
-Deno.test("the intake is saturated while maxPending messages wait, and not once they are durable", async () => {
+/**
+ * Runs `test` with an intake on a fresh spool of `spoolBytes`, holding at most
+ * `maxMessages` (and `maxBytes`) before it is saturated; closes both after.
+ */
+async function withIntake(
+  limits: {
+    maxMessages: number;
+    maxBytes?: number;
+    spoolBytes?: number;
+    pipeline?: PipelineRunner;
+  },
+  test: (intake: Intake, spool: Spool) => Promise<void>,
+): Promise<void> {
   await using dir = await tempDir("intake_test_");
-  const spool = Spool.open({ path: `${dir}/spool.db`, sinks: ["file"], maxBytes: 2 ** 30 });
+  const spool = Spool.open({
+    path: `${dir}/spool.db`,
+    sinks: ["file"],
+    maxBytes: limits.spoolBytes ?? 2 ** 30,
+  });
   try {
     const intake = new Intake({
-      pipeline: createPipeline(DEFAULT_PIPELINE_OPTIONS),
+      pipeline: limits.pipeline ?? createPipeline(DEFAULT_PIPELINE_OPTIONS),
       spool,
       metrics: createWorkerMetrics(),
-      maxPending: { messages: 3, bytes: 2 ** 20 },
+      maxPending: { messages: limits.maxMessages, bytes: limits.maxBytes ?? 2 ** 20 },
     });
+    await test(intake, spool);
+    await intake.close();
+  } finally {
+    spool.close();
+  }
+}
+
+Deno.test("the intake is saturated while maxPending messages wait, and not once they are durable", async () => {
+  await withIntake({ maxMessages: 3 }, async (intake) => {
     const durable = [intake.accept(message(0)), intake.accept(message(1))];
     assert.equal(intake.saturated, false);
     durable.push(intake.accept(message(2)));
@@ -37,15 +62,10 @@ Deno.test("the intake is saturated while maxPending messages wait, and not once 
     await Promise.all(durable);
     assert.equal(intake.pending, 0);
     assert.equal(intake.saturated, false);
-    await intake.close();
-  } finally {
-    spool.close();
-  }
+  });
 });
 
 Deno.test("once saturated, the intake stays so until the backlog is down to half", async () => {
-  await using dir = await tempDir("intake_test_");
-  const spool = Spool.open({ path: `${dir}/spool.db`, sinks: ["file"], maxBytes: 2 ** 30 });
   // The pipeline holds each burst until the test lets it go.
   const inline = inlinePipeline(createPipeline(DEFAULT_PIPELINE_OPTIONS));
   const gates: Array<() => void> = [];
@@ -59,13 +79,7 @@ Deno.test("once saturated, the intake stays so until the backlog is down to half
   };
   const handedOver = (count: number) =>
     eventually(`${count} burst(s) handed over`, () => gates.length === count || undefined);
-  try {
-    const intake = new Intake({
-      pipeline,
-      spool,
-      metrics: createWorkerMetrics(),
-      maxPending: { messages: 4, bytes: 2 ** 20 },
-    });
+  await withIntake({ maxMessages: 4, pipeline }, async (intake) => {
     const first = intake.accept(message(0));
     await handedOver(1);
     const rest = [1, 2, 3].map((i) => intake.accept(message(i)));
@@ -78,43 +92,21 @@ Deno.test("once saturated, the intake stays so until the backlog is down to half
     gates[1]();
     await Promise.all(rest);
     assert.equal(intake.saturated, false);
-    await intake.close();
-  } finally {
-    spool.close();
-  }
+  });
 });
 
 Deno.test("payload bytes count toward saturation too", async () => {
-  await using dir = await tempDir("intake_test_");
-  const spool = Spool.open({ path: `${dir}/spool.db`, sinks: ["file"], maxBytes: 2 ** 30 });
-  try {
-    const intake = new Intake({
-      pipeline: createPipeline(DEFAULT_PIPELINE_OPTIONS),
-      spool,
-      metrics: createWorkerMetrics(),
-      maxPending: { messages: 1000, bytes: 80 },
-    });
+  await withIntake({ maxMessages: 1000, maxBytes: 80 }, async (intake) => {
     const first = intake.accept(message(0));
     assert.equal(intake.saturated, false);
     const second = intake.accept(message(1));
     assert.equal(intake.saturated, true, "two payloads of 41 bytes pass 80");
     await Promise.all([first, second]);
-    await intake.close();
-  } finally {
-    spool.close();
-  }
+  });
 });
 
 Deno.test("a full spool is not saturation: messages wait unacknowledged while reading goes on", async () => {
-  await using dir = await tempDir("intake_test_");
-  const spool = Spool.open({ path: `${dir}/spool.db`, sinks: ["file"], maxBytes: 10 });
-  try {
-    const intake = new Intake({
-      pipeline: createPipeline(DEFAULT_PIPELINE_OPTIONS),
-      spool,
-      metrics: createWorkerMetrics(),
-      maxPending: { messages: 2, bytes: 2 ** 20 },
-    });
+  await withIntake({ maxMessages: 2, spoolBytes: 10 }, async (intake, spool) => {
     await intake.accept(message(0)); // fills the spool
     assert.equal(spool.full, true);
     let settled = false;
@@ -127,8 +119,5 @@ Deno.test("a full spool is not saturation: messages wait unacknowledged while re
 
     spool.acknowledge("file", 1);
     await Promise.all(waiting);
-    await intake.close();
-  } finally {
-    spool.close();
-  }
+  });
 });
