@@ -14,6 +14,7 @@ import {
   type RejectionReason,
 } from "../src/pipeline.ts";
 import type { Message } from "../src/record.ts";
+import { JsonWriter } from "./_helpers/json_writer.ts";
 import { DEFAULT_PIPELINE_OPTIONS } from "./_helpers/spec_example.ts";
 
 // Reproducible runs: a fixed seed, unless PROPERTY_SEED names another one or says "random".
@@ -232,76 +233,6 @@ function meaningOf(value: Value): Meaning {
   }
 }
 
-/** Writes values as JSON text, with whitespace and \u escapes chosen by a seeded generator. */
-class Writer {
-  #seed: number;
-  constructor(seed: number) {
-    this.#seed = seed >>> 0 || 1;
-  }
-
-  /** 0 ≤ n < 1, xorshift32. */
-  next(): number {
-    let x = this.#seed;
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    this.#seed = x >>> 0;
-    return this.#seed / 4294967296;
-  }
-
-  space(): string {
-    const n = this.next();
-    return n < 0.7 ? "" : n < 0.8 ? " " : n < 0.9 ? "\n  " : n < 0.95 ? "\t" : "\r\n";
-  }
-
-  /** A JSON string literal for `value`; some characters escaped as \uXXXX, lone surrogates always. */
-  string(value: string): string {
-    let out = '"';
-    for (let i = 0; i < value.length; i++) {
-      const c = value.charCodeAt(i);
-      const high = c >= 0xd800 && c <= 0xdbff;
-      const low = c >= 0xdc00 && c <= 0xdfff;
-      const paired = high && i + 1 < value.length &&
-        value.charCodeAt(i + 1) >= 0xdc00 && value.charCodeAt(i + 1) <= 0xdfff;
-      if (c === 0x22 || c === 0x5c || c < 0x20 || ((high || low) && !paired)) {
-        out += "\\u" + c.toString(16).padStart(4, "0");
-      } else if (this.next() < 0.1) {
-        out += "\\u" + c.toString(16).padStart(4, "0");
-      } else if (paired) {
-        out += value[i] + value[i + 1];
-        i++;
-      } else {
-        out += value[i];
-      }
-    }
-    return out + '"';
-  }
-
-  value(value: Value): string {
-    switch (value.kind) {
-      case "number":
-      case "literal":
-      case "nan":
-        return value.text;
-      case "string":
-        return this.string(value.value);
-      case "array":
-        return "[" + this.space() +
-          value.items.map((item) => this.value(item) + this.space()).join("," + this.space()) +
-          "]";
-      case "object":
-        return this.members(value.members);
-    }
-  }
-
-  members(members: readonly (readonly [string, Value])[]): string {
-    return "{" + this.space() +
-      members.map(([key, member]) =>
-        this.string(key) + this.space() + ":" + this.space() + this.value(member) + this.space()
-      ).join("," + this.space()) + "}";
-  }
-}
-
 /** An element of `r`: a reading object (members in order, repeats allowed), or any other value. */
 type ReadingInput =
   | { readonly kind: "reading"; readonly members: readonly (readonly [string, Value])[] }
@@ -402,7 +333,12 @@ function payloadValue(input: PayloadInput): Value {
 }
 
 function payloadText(input: PayloadInput): string {
-  const writer = new Writer(input.seed);
+  const writer = new JsonWriter({
+    seed: input.seed,
+    compactRate: 0.7,
+    escapeRate: 0.1,
+    shortEscapes: false,
+  });
   return writer.space() + writer.value(payloadValue(input)) + writer.space();
 }
 

@@ -17,6 +17,7 @@ import {
   recordMetaText,
 } from "../src/stages/ammp_bytes.ts";
 import { createRecordMeta } from "../src/stages/record_meta.ts";
+import { JsonWriter } from "./_helpers/json_writer.ts";
 import { DEFAULT_PIPELINE_OPTIONS, SPEC_PAYLOAD, SPEC_RECORD } from "./_helpers/spec_example.ts";
 
 // Reproducible runs: a fixed seed, unless PROPERTY_SEED names another one or says "random".
@@ -625,74 +626,13 @@ const payloadArbitrary: fc.Arbitrary<PayloadInput> = fc.record({
   return { members, seed, escapeRate };
 });
 
-/** Writes JSON text with whitespace and \u escapes chosen by a seeded generator. */
-class Writer {
-  #seed: number;
-  readonly #escapeRate: number;
-  constructor(seed: number, escapeRate: number) {
-    this.#seed = seed >>> 0 || 1;
-    this.#escapeRate = escapeRate;
-  }
-
-  /** 0 ≤ n < 1, xorshift32. */
-  next(): number {
-    let x = this.#seed;
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    this.#seed = x >>> 0;
-    return this.#seed / 4294967296;
-  }
-
-  space(): string {
-    const n = this.next();
-    return n < 0.5 ? "" : n < 0.8 ? " " : n < 0.9 ? "\n  " : n < 0.95 ? "\t" : "\r\n";
-  }
-
-  string(value: string): string {
-    let out = '"';
-    for (let i = 0; i < value.length; i++) {
-      const c = value.charCodeAt(i);
-      const high = c >= 0xd800 && c <= 0xdbff;
-      const low = c >= 0xdc00 && c <= 0xdfff;
-      const paired = high && i + 1 < value.length &&
-        value.charCodeAt(i + 1) >= 0xdc00 && value.charCodeAt(i + 1) <= 0xdfff;
-      if (c === 0x22 || c === 0x5c) {
-        out += this.next() < 0.5 ? "\\" + value[i] : "\\u" + c.toString(16).padStart(4, "0");
-      } else if (c < 0x20 || ((high || low) && !paired) || this.next() < this.#escapeRate) {
-        out += c === 0x0a && this.next() < 0.5 ? "\\n" : "\\u" + c.toString(16).padStart(4, "0");
-      } else if (paired) {
-        out += value[i] + value[i + 1];
-        i++;
-      } else {
-        out += value[i];
-      }
-    }
-    return out + '"';
-  }
-
-  value(value: Json): string {
-    switch (value.kind) {
-      case "token":
-        return value.text;
-      case "string":
-        return this.string(value.value);
-      case "array":
-        return "[" + this.space() +
-          value.items.map((item) => this.value(item) + this.space()).join("," + this.space()) +
-          "]";
-      case "object":
-        return "{" + this.space() +
-          value.members.map(([key, member]) =>
-            this.string(key) + this.space() + ":" + this.space() + this.value(member) +
-            this.space()
-          ).join("," + this.space()) + "}";
-    }
-  }
-}
-
 function payloadText(input: PayloadInput): string {
-  const writer = new Writer(input.seed, input.escapeRate);
+  const writer = new JsonWriter({
+    seed: input.seed,
+    compactRate: 0.5,
+    escapeRate: input.escapeRate,
+    shortEscapes: true,
+  });
   return writer.space() + writer.value(object(input.members)) + writer.space();
 }
 
