@@ -259,7 +259,8 @@ export class Connector {
         });
         this.#held = held = group;
       }
-      held.packets.push(packet);
+      // A PUBACK is kept as its packet id alone: thousands can wait for one sync.
+      held.packets.push(packet.cmd === "puback" ? messageId! : packet);
     };
   }
 
@@ -507,7 +508,8 @@ interface HeldAcknowledgements {
   readonly verdict: Promise<boolean>;
   /** The connection they belong to: never sent on a later one. */
   readonly generation: number;
-  readonly packets: Packet[];
+  /** In order: the packet id of a PUBACK, or the packet itself (a PUBREC). */
+  readonly packets: (number | Packet)[];
 }
 
 const NOT_ACKNOWLEDGED = Promise.resolve(false);
@@ -525,17 +527,17 @@ const PUBACK_HEADER = 0x40;
  */
 function sendAcknowledgements(
   client: MqttClient,
-  packets: readonly Packet[],
+  packets: readonly (number | Packet)[],
   send: SendPacket,
 ): void {
   let start = 0;
   while (start < packets.length) {
     let end = start;
-    while (end < packets.length && packets[end].cmd === "puback") end++;
+    while (end < packets.length && typeof packets[end] === "number") end++;
     if (end > start) {
       const bytes = new Uint8Array((end - start) * 4);
       for (let i = start; i < end; i++) {
-        const id = (packets[i] as { messageId: number }).messageId;
+        const id = packets[i] as number;
         const at = (i - start) * 4;
         bytes[at] = PUBACK_HEADER;
         bytes[at + 1] = 2;
@@ -545,7 +547,7 @@ function sendAcknowledgements(
       client.stream.write(bytes);
       start = end;
     } else {
-      send(packets[start++]);
+      send(packets[start++] as Packet);
     }
   }
 }
