@@ -159,6 +159,11 @@ export class GridrelayProcess implements AsyncDisposable {
     return processCpuSeconds(this.pid);
   }
 
+  /** The same, by thread: see {@linkcode threadCpuSeconds}. */
+  threadCpuSeconds(): Promise<ThreadCpu> {
+    return threadCpuSeconds(this.pid);
+  }
+
   /** SIGTERM (a graceful shutdown), SIGKILL after a deadline; resolves with the exit code. */
   async stop(): Promise<number> {
     if (!this.#exited) {
@@ -285,6 +290,51 @@ export async function processCpuSeconds(pid: number): Promise<number> {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // utime and stime, in clock ticks: 100 per second on Linux.
   return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * Where a process's CPU went, by kind of thread, in seconds: its main
+ * thread (MQTT, the spool, the sinks), its worker threads (gridrelay's
+ * pipeline), V8's own helpers (garbage collection, compilation) and the
+ * rest (I/O and file syncs on Deno's blocking pool).
+ */
+export interface ThreadCpu {
+  readonly main: number;
+  readonly workers: number;
+  readonly v8: number;
+  readonly other: number;
+}
+
+/**
+ * CPU seconds of each kind of thread of `pid`, from /proc/<pid>/task.
+ *
+ * @example
+ * ```ts
+ * const { main, workers, v8, other } = await threadCpuSeconds(worker.pid);
+ * ```
+ */
+export async function threadCpuSeconds(pid: number): Promise<ThreadCpu> {
+  const output = await new Deno.Command("sh", {
+    args: ["-c", `cat /proc/${pid}/task/*/stat`],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const totals = { main: 0, workers: 0, v8: 0, other: 0 };
+  for (const stat of new TextDecoder().decode(output.stdout).split("\n")) {
+    if (stat === "") continue;
+    const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const seconds = (Number(fields[11]) + Number(fields[12])) / 100;
+    const kind = stat.startsWith(`${pid} `)
+      ? "main"
+      : name.startsWith("worker-")
+      ? "workers"
+      : name.startsWith("V8 ")
+      ? "v8"
+      : "other";
+    totals[kind] += seconds;
+  }
+  return totals;
 }
 
 /**

@@ -24,6 +24,7 @@ import {
   processMemory,
   readProcFile,
   startGridrelay,
+  type ThreadCpu,
 } from "../bench/gridrelay_process.ts";
 import { startWebhookServer, type WebhookServer } from "../bench/webhook_server.ts";
 
@@ -83,6 +84,8 @@ interface Drain {
   readonly cpuSeconds: number;
   /** CPU seconds mosquitto used meanwhile. */
   readonly brokerCpuSeconds: number;
+  /** gridrelay's CPU seconds by kind of thread. */
+  readonly threads?: ThreadCpu;
   /** How many records were timed, when not the whole backlog. */
   readonly timed?: number;
 }
@@ -400,6 +403,7 @@ async function drainGridrelay(
     });
     const { peak } = await worker.memory();
     const cpuSeconds = await worker.cpuSeconds();
+    const threads = await worker.threadCpuSeconds();
     if (timed === run.messages) {
       const delivered = await worker.delivered(sink);
       if (delivered !== run.messages) {
@@ -418,6 +422,7 @@ async function drainGridrelay(
       rate: timed / ((doneAt - connectedAt) / 1000),
       peakRss: peak,
       cpuSeconds,
+      threads,
       ...(timed === run.messages ? {} : { timed }),
     };
   } finally {
@@ -652,8 +657,15 @@ function median(values: readonly number[]): number {
 }
 
 function describeDrain(drain: Drain): string {
+  const threads = drain.threads
+    ? ` (main thread ${drain.threads.main.toFixed(2)}, pipeline thread ${
+      drain.threads.workers.toFixed(2)
+    }, V8 helpers ${drain.threads.v8.toFixed(2)}, other ${drain.threads.other.toFixed(2)})`
+    : "";
   return `${Math.round(drain.rate)} msg/s, peak RSS ${mib(drain.peakRss)}, ` +
-    `CPU ${drain.cpuSeconds.toFixed(2)} s, mosquitto CPU ${drain.brokerCpuSeconds.toFixed(2)} s`;
+    `CPU ${drain.cpuSeconds.toFixed(2)} s${threads}, mosquitto CPU ${
+      drain.brokerCpuSeconds.toFixed(2)
+    } s`;
 }
 
 function ms(seconds: number): string {
