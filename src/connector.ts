@@ -288,7 +288,8 @@ export class Connector {
    */
   #readOn(next?: () => void): void {
     if (next === undefined) return;
-    if (!this.#options.busy?.()) return next();
+    // Stopping, messages are no longer taken: nothing to hold back.
+    if (this.#stopping || !this.#options.busy?.()) return next();
     this.#paused = next;
     // Resumed from a timer, not from the promise that settled messages: mqtt.js then handles
     // the rest of the socket chunk within one turn, and those messages make one burst. Settled
