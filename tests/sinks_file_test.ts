@@ -232,3 +232,14 @@ Deno.test("JSON Lines bytes that do not end with a newline are refused, the file
     assert.equal(await readIfPresent(path), undefined);
   });
 });
+
+Deno.test("the file sink takes up to 4000 records a write: one sync covers what piled up", async () => {
+  await withDir(async (dir) => {
+    const sink = await createFileSink({ path: `${dir}/readings.jsonl` });
+    try {
+      assert.equal(sink.batchSize, 4000);
+    } finally {
+      await sink.close?.();
+    }
+  });
+});
