@@ -48,7 +48,9 @@ export interface Sink {
    * Optional, for sinks that write JSON Lines: takes the batch as the UTF-8
    * bytes the spool holds — each record one line ended by "\n", numbers digit
    * for digit as received — and is called instead of `write` and
-   * `writeTexts`. The same contract otherwise; refusals index the lines.
+   * `writeTexts`. The same contract otherwise; refusals index the lines. The
+   * bytes are lent for the call: do not keep them once the returned promise
+   * has settled (copy what must outlive it).
    */
   writeLines?(lines: Uint8Array, signal: AbortSignal): Promise<void>;
   /** Flushes and releases resources on shutdown. */

@@ -163,7 +163,14 @@ async function writeBatch(
   const invalid: RefusedEntry[] = [];
   try {
     if (sink.writeLines !== undefined) {
-      await sink.writeLines(batch.lines(), signal);
+      const lines = batch.lines();
+      try {
+        await sink.writeLines(lines, signal);
+      } finally {
+        // A batch spanning chunks was copied into a buffer of its own: the sink is done with it
+        // (see Sink.writeLines), so it goes now rather than at the next full collection.
+        if (batch.linesCopied) (lines.buffer as ArrayBuffer).transfer(0);
+      }
     } else if (sink.writeTexts !== undefined) {
       await sink.writeTexts(batch.texts(), signal);
     } else {

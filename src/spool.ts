@@ -755,6 +755,11 @@ export class RecordBatch {
     return this.firstId + this.length - 1;
   }
 
+  /** Whether {@linkcode RecordBatch.lines} gives a copy (the batch spans chunks), not a view. */
+  get linesCopied(): boolean {
+    return this.#segments.length > 1;
+  }
+
   /** The records as UTF-8 JSON Lines, each ended by "\n": a view of the stored bytes when it can. */
   lines(): Uint8Array {
     const ranges = this.#segments.map(({ chunk, start, end }) =>

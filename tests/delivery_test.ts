@@ -510,3 +510,25 @@ Deno.test("a refusal counts among the records the sink was given, after unparsab
     ]);
   });
 });
+
+Deno.test("JSON Lines bytes copied for a batch that spans chunks are released once the sink is done", async () => {
+  await withSpool(["file"], async ({ spool, stop, run }) => {
+    const lent: Uint8Array[] = [];
+    const sink: Sink = {
+      name: "file",
+      write: () => Promise.reject(new Error("not called")),
+      writeLines: (lines) => {
+        assert.equal(new TextDecoder().decode(lines), '{"n":1}\n{"n":2}\n{"n":3}\n');
+        lent.push(lines);
+        return Promise.resolve();
+      },
+    };
+    append(spool, records(1, 2));
+    append(spool, records(3, 3));
+    stop.abort();
+    await run(sink);
+    assert.equal(lent.length, 1);
+    assert.equal(lent[0].byteLength, 0, "the copy was released after the write");
+    assert.equal(spool.pending("file"), 0);
+  });
+});
