@@ -301,13 +301,17 @@ export class Connector {
     }, PAUSE_CHECK_MS);
   }
 
-  #resumeReading(): void {
+  #abandonPausedRead(): void {
     clearInterval(this.#pauseTimer);
     this.#pauseTimer = undefined;
     clearTimeout(this.#resumeTimer);
     this.#resumeTimer = undefined;
-    const next = this.#paused;
     this.#paused = undefined;
+  }
+
+  #resumeReading(): void {
+    const next = this.#paused;
+    this.#abandonPausedRead();
     next?.();
   }
 
@@ -365,6 +369,10 @@ export class Connector {
   #onConnect(sessionPresent: boolean): void {
     this.#generation++;
     this.#acks.clear();
+    // Reading paused on the old connection: what it had left unread is dropped, not handled
+    // now, when acknowledgements would go out on this connection under packet ids of the old
+    // one. The broker sends those messages again.
+    this.#abandonPausedRead();
     this.#connectedAt = Date.now();
     this.#lastError = undefined;
     this.#options.metrics.mqttConnected.set(1);

@@ -135,3 +135,49 @@ integrationTest({
     }
   },
 });
+
+integrationTest({
+  name: "a broker restart while reading is paused loses no message",
+  async fn() {
+    await using broker = await startBroker({ persistence: true });
+    const config = parseConfig({
+      MQTT_URL: broker.url,
+      MQTT_KEEPALIVE_S: "5",
+      MQTT_RECONNECT_MIN_MS: "100",
+      MQTT_RECONNECT_MAX_MS: "200",
+    });
+    let busy = false;
+    const received = new Set<number>();
+    const connector = new Connector({
+      ...config.mqtt,
+      clientId: "gridrelay-busy-restart",
+      metrics: createWorkerMetrics(),
+      busy: () => busy,
+    }, (message) => {
+      received.add(JSON.parse(new TextDecoder().decode(message.payload)).r[0].P);
+      if (received.size === 1) busy = true;
+      return Promise.resolve();
+    });
+    await connector.start();
+    try {
+      const total = 30;
+      await publish(
+        broker.url,
+        Array.from({ length: total }, (_, i) => ({ topic: TOPIC, payload: payload(i) })),
+      );
+      await eventually("the first message", () => received.size >= 1 || undefined);
+      await broker.restart();
+      await eventually("reconnected", () => connector.ready || undefined);
+      busy = false;
+      await eventually(
+        "every message, at least once",
+        () => received.size === total ? true : undefined,
+        {
+          progress: () => `${received.size} of ${total}`,
+        },
+      );
+    } finally {
+      await connector.stop(AbortSignal.timeout(5000));
+    }
+  },
+});
