@@ -17,7 +17,7 @@ import { type Broker, startBroker } from "./_helpers/broker.ts";
 import { publish } from "./_helpers/mqtt.ts";
 import { freePort, LOOPBACK } from "./_helpers/ports.ts";
 import { integrationTest, missingTools } from "./_helpers/require.ts";
-import { startWorker, type WorkerProcess } from "./_helpers/worker.ts";
+import { startWorker, testWorkerEnv, type WorkerProcess } from "./_helpers/worker.ts";
 import { eventually, readLines, tempDir } from "./_helpers/files.ts";
 
 const REPO_ROOT = new URL("../", import.meta.url);
@@ -32,16 +32,9 @@ function messages(count: number, from = 0) {
   return Array.from({ length: count }, (_, i) => ({ topic: TOPIC, payload: numbered(from + i) }));
 }
 
+// Info-level logs and quicker reconnects than the shared test environment.
 function baseEnv(broker: Broker, dataDir: string): Record<string, string> {
-  return {
-    MQTT_URL: broker.url,
-    DATA_DIR: dataDir,
-    STDOUT_FORMAT: "jsonl",
-    LOG_FORMAT: "json",
-    MQTT_RECONNECT_MIN_MS: "100",
-    MQTT_RECONNECT_MAX_MS: "500",
-    SHUTDOWN_TIMEOUT_MS: "5000",
-  };
+  return { ...testWorkerEnv(broker, dataDir), LOG_LEVEL: "info", MQTT_RECONNECT_MAX_MS: "500" };
 }
 
 /** The flags `deno task start` would give a worker with this environment. */

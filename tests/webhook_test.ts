@@ -9,7 +9,7 @@ import { type Broker, startBroker } from "./_helpers/broker.ts";
 import { publish } from "./_helpers/mqtt.ts";
 import { LOOPBACK } from "./_helpers/ports.ts";
 import { integrationTest } from "./_helpers/require.ts";
-import { startWorker, type WorkerProcess } from "./_helpers/worker.ts";
+import { startWorker, testWorkerEnv, type WorkerProcess } from "./_helpers/worker.ts";
 import denoJson from "../deno.json" with { type: "json" };
 import { eventually, readLines, tempDir } from "./_helpers/files.ts";
 
@@ -171,18 +171,11 @@ function webhookEnv(
   extra: Record<string, string> = {},
 ): Record<string, string> {
   return {
-    MQTT_URL: broker.url,
-    DATA_DIR: dataDir,
+    ...testWorkerEnv(broker, dataDir),
     SINKS: "webhook",
     WEBHOOK_URL: endpoint.url,
     WEBHOOK_SECRET: SECRET,
     WEBHOOK_HEADERS: JSON.stringify({ Authorization: TOKEN }),
-    STDOUT_FORMAT: "jsonl",
-    LOG_FORMAT: "json",
-    LOG_LEVEL: "debug",
-    MQTT_RECONNECT_MIN_MS: "100",
-    MQTT_RECONNECT_MAX_MS: "1000",
-    SHUTDOWN_TIMEOUT_MS: "5000",
     ...extra,
   };
 }

@@ -5,10 +5,10 @@
  */
 
 import assert from "node:assert/strict";
-import { type Broker, startBroker } from "./_helpers/broker.ts";
+import { startBroker } from "./_helpers/broker.ts";
 import { publish } from "./_helpers/mqtt.ts";
 import { integrationTest } from "./_helpers/require.ts";
-import { startWorker, type WorkerProcess } from "./_helpers/worker.ts";
+import { startWorker, testWorkerEnv, type WorkerProcess } from "./_helpers/worker.ts";
 import { eventually, readLines, tempDir } from "./_helpers/files.ts";
 import { SPEC_PAYLOAD, SPEC_RECORD } from "./_helpers/spec_example.ts";
 
@@ -22,20 +22,6 @@ function numbered(i: number): string {
 
 function timeOf(i: number): string {
   return new Date((1625576100 + i) * 1000).toISOString().replace(".000Z", "+00:00");
-}
-
-/** Environment every test worker shares: fast reconnects, machine-readable output. */
-function baseEnv(broker: Broker, dataDir: string): Record<string, string> {
-  return {
-    MQTT_URL: broker.url,
-    DATA_DIR: dataDir,
-    STDOUT_FORMAT: "jsonl",
-    LOG_FORMAT: "json",
-    LOG_LEVEL: "debug",
-    MQTT_RECONNECT_MIN_MS: "100",
-    MQTT_RECONNECT_MAX_MS: "1000",
-    SHUTDOWN_TIMEOUT_MS: "5000",
-  };
 }
 
 /** Waits until the file sink holds a record for every `t` offset in `0..count-1`; returns the lines. */
@@ -65,7 +51,7 @@ integrationTest({
     await using dir = await tempDir();
     const filePath = `${dir}/out/readings.jsonl`;
     await using worker = startWorker({
-      ...baseEnv(broker, dir),
+      ...testWorkerEnv(broker, dir),
       SINKS: "stdout,file",
       FILE_PATH: filePath,
     });
@@ -82,7 +68,7 @@ integrationTest({
   async fn() {
     await using broker = await startBroker();
     await using dir = await tempDir();
-    await using worker = startWorker({ ...baseEnv(broker, dir), LOG_LEVEL: "debug" });
+    await using worker = startWorker({ ...testWorkerEnv(broker, dir), LOG_LEVEL: "debug" });
     await worker.waitForStderr(SUBSCRIBED);
     await publish(broker.url, [
       { topic: TOPIC, payload: numbered(0) },
@@ -104,7 +90,7 @@ integrationTest({
     await using broker = await startBroker({ tls: "server", users: { relay: password } });
     await using dir = await tempDir();
     await using worker = startWorker({
-      ...baseEnv(broker, dir),
+      ...testWorkerEnv(broker, dir),
       MQTT_CA_FILE: broker.certificates!.caFile,
       MQTT_USERNAME: "relay",
       MQTT_PASSWORD: password,
@@ -129,7 +115,7 @@ integrationTest({
     const certs = broker.certificates!;
     await using dir = await tempDir();
     await using worker = startWorker({
-      ...baseEnv(broker, dir),
+      ...testWorkerEnv(broker, dir),
       MQTT_CA_FILE: certs.caFile,
       MQTT_CERT_FILE: certs.clientCertFile,
       MQTT_KEY_FILE: certs.clientKeyFile,
@@ -150,7 +136,7 @@ integrationTest({
     await using broker = await startBroker({ users: { relay: "right" } });
     await using dir = await tempDir();
     await using worker = startWorker({
-      ...baseEnv(broker, dir),
+      ...testWorkerEnv(broker, dir),
       MQTT_USERNAME: "relay",
       MQTT_PASSWORD: "wrong-password",
     });
@@ -168,7 +154,7 @@ integrationTest({
     await using broker = await startBroker({ tls: "server" });
     await using dir = await tempDir();
     await using worker = startWorker({
-      ...baseEnv(broker, dir),
+      ...testWorkerEnv(broker, dir),
       MQTT_CA_FILE: broker.certificates!.untrustedCaFile,
     });
     await expectExit(worker, 3);
@@ -183,7 +169,7 @@ integrationTest({
     await broker.stop();
     await using dir = await tempDir();
     await using worker = startWorker({
-      ...baseEnv(broker, dir),
+      ...testWorkerEnv(broker, dir),
       MQTT_CONNECT_ATTEMPTS: "2",
     });
     await expectExit(worker, 3);
@@ -214,7 +200,7 @@ integrationTest({
   async fn() {
     await using broker = await startBroker();
     await using dir = await tempDir();
-    await using worker = startWorker(baseEnv(broker, dir));
+    await using worker = startWorker(testWorkerEnv(broker, dir));
     await worker.waitForStderr(SUBSCRIBED);
     const invalidUtf8 = new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]);
     await publish(broker.url, [
@@ -258,7 +244,12 @@ integrationTest({
     await using broker = await startBroker();
     await using dir = await tempDir();
     const filePath = `${dir}/readings.jsonl`;
-    const env = { ...baseEnv(broker, dir), SINKS: "file", FILE_PATH: filePath, LOG_LEVEL: "info" };
+    const env = {
+      ...testWorkerEnv(broker, dir),
+      SINKS: "file",
+      FILE_PATH: filePath,
+      LOG_LEVEL: "info",
+    };
     const total = 400;
     const messages = Array.from(
       { length: total },
@@ -292,7 +283,12 @@ integrationTest({
     await using broker = await startBroker();
     await using dir = await tempDir();
     const filePath = `${dir}/readings.jsonl`;
-    const env = { ...baseEnv(broker, dir), SINKS: "file", FILE_PATH: filePath, LOG_LEVEL: "info" };
+    const env = {
+      ...testWorkerEnv(broker, dir),
+      SINKS: "file",
+      FILE_PATH: filePath,
+      LOG_LEVEL: "info",
+    };
     const total = 600;
     const messages = Array.from(
       { length: total },
@@ -326,7 +322,7 @@ integrationTest({
   async fn() {
     await using broker = await startBroker({ persistence: true });
     await using dir = await tempDir();
-    await using worker = startWorker(baseEnv(broker, dir));
+    await using worker = startWorker(testWorkerEnv(broker, dir));
     await worker.waitForStderr(SUBSCRIBED);
     await publish(broker.url, [{ topic: TOPIC, payload: numbered(1) }]);
     await worker.waitForStdoutLines(1);
@@ -347,7 +343,7 @@ integrationTest({
   async fn() {
     await using broker = await startBroker({ persistence: false });
     await using dir = await tempDir();
-    await using worker = startWorker(baseEnv(broker, dir));
+    await using worker = startWorker(testWorkerEnv(broker, dir));
     await worker.waitForStderr(SUBSCRIBED);
     await broker.restart();
     await worker.waitForStderr(/did not keep the session; subscribing again/);
@@ -366,7 +362,7 @@ integrationTest({
   async fn() {
     await using broker = await startBroker();
     await using dir = await tempDir();
-    const env = { ...baseEnv(broker, dir), MQTT_PROTOCOL_VERSION: "5" };
+    const env = { ...testWorkerEnv(broker, dir), MQTT_PROTOCOL_VERSION: "5" };
     {
       await using worker = startWorker(env);
       await worker.waitForStderr(SUBSCRIBED);
@@ -384,7 +380,7 @@ integrationTest({
   async fn() {
     await using broker = await startBroker({ websockets: true });
     await using dir = await tempDir();
-    await using worker = startWorker({ ...baseEnv(broker, dir), MQTT_URL: broker.wsUrl! });
+    await using worker = startWorker({ ...testWorkerEnv(broker, dir), MQTT_URL: broker.wsUrl! });
     await worker.waitForStderr(SUBSCRIBED);
     await publish(broker.url, [{ topic: TOPIC, payload: SPEC_PAYLOAD }]);
     assert.deepEqual(await worker.waitForStdoutLines(1), [SPEC_RECORD]);
@@ -401,9 +397,9 @@ for (const version of ["4", "5"]) {
       await using dirA = await tempDir();
       await using dirB = await tempDir();
       const shared = { MQTT_CLIENT_ID: "gridrelay-twin", MQTT_PROTOCOL_VERSION: version };
-      await using first = startWorker({ ...baseEnv(broker, dirA), ...shared });
+      await using first = startWorker({ ...testWorkerEnv(broker, dirA), ...shared });
       await first.waitForStderr(SUBSCRIBED);
-      await using second = startWorker({ ...baseEnv(broker, dirB), ...shared });
+      await using second = startWorker({ ...testWorkerEnv(broker, dirB), ...shared });
       await second.waitForStderr(SUBSCRIBED);
       await first.waitForStderr(
         /another client is connected with client id gridrelay-twin/,
@@ -420,7 +416,7 @@ integrationTest({
     await using broker = await startBroker();
     await using dir = await tempDir();
     const hanging = new URL("./fixtures/sinks/hanging_sink.ts", import.meta.url).pathname;
-    const env = { ...baseEnv(broker, dir), SINKS: hanging, SHUTDOWN_TIMEOUT_MS: "60000" };
+    const env = { ...testWorkerEnv(broker, dir), SINKS: hanging, SHUTDOWN_TIMEOUT_MS: "60000" };
     {
       await using worker = startWorker(env);
       await worker.waitForStderr(SUBSCRIBED);
@@ -435,7 +431,7 @@ integrationTest({
       assert.match(worker.stderrLines().join("\n"), /Second SIGTERM: exiting at once/);
     }
     // The record was spooled before the exit: a worker with a sink that works delivers it.
-    await using next = startWorker({ ...baseEnv(broker, dir), SINKS: "stdout" });
+    await using next = startWorker({ ...testWorkerEnv(broker, dir), SINKS: "stdout" });
     const [line] = await next.waitForStdoutLines(1);
     assert.equal(JSON.parse(line).time, timeOf(9));
   },
@@ -448,7 +444,7 @@ integrationTest({
     await using dir = await tempDir();
     const filePath = `${dir}/readings.jsonl`;
     const env = {
-      ...baseEnv(broker, dir),
+      ...testWorkerEnv(broker, dir),
       SINKS: "file",
       FILE_PATH: filePath,
       LOG_LEVEL: "info",
@@ -484,7 +480,7 @@ integrationTest({
   async fn() {
     await using broker = await startBroker();
     await using dir = await tempDir();
-    await using worker = startWorker({ ...baseEnv(broker, dir), MQTT_QOS: "0" });
+    await using worker = startWorker({ ...testWorkerEnv(broker, dir), MQTT_QOS: "0" });
     await worker.waitForStderr(/Subscribed to a\/\+\/u\/data at QoS 0/);
     await publish(broker.url, [{ topic: TOPIC, payload: SPEC_PAYLOAD, qos: 0 }]);
     assert.deepEqual(await worker.waitForStdoutLines(1), [SPEC_RECORD]);
@@ -496,7 +492,7 @@ integrationTest({
   async fn() {
     await using broker = await startBroker();
     await using dir = await tempDir();
-    await using worker = startWorker(baseEnv(broker, dir));
+    await using worker = startWorker(testWorkerEnv(broker, dir));
     await worker.waitForStderr(SUBSCRIBED);
     await broker.kill();
     await worker.waitForStderr(/Connection to .* lost/);

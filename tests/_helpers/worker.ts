@@ -6,6 +6,8 @@
  */
 
 /** Where the repository root is, so the worker runs the same from any cwd. */
+import type { Broker } from "./broker.ts";
+
 const REPO_ROOT = new URL("../../", import.meta.url);
 
 /** The permissions `deno task start` grants, as flags. */
@@ -288,4 +290,26 @@ class ChildWorker implements WorkerProcess {
       throw new Error(`${error.message}${exit}; stderr tail:\n${tail}`, { cause: error });
     });
   }
+}
+
+/**
+ * The environment test workers share: `broker`, a data folder, fast
+ * reconnects, machine-readable output and debug logs.
+ *
+ * @example
+ * ```ts
+ * await using worker = startWorker({ ...testWorkerEnv(broker, dir), SINKS: "file" });
+ * ```
+ */
+export function testWorkerEnv(broker: Broker, dataDir: string): Record<string, string> {
+  return {
+    MQTT_URL: broker.url,
+    DATA_DIR: dataDir,
+    STDOUT_FORMAT: "jsonl",
+    LOG_FORMAT: "json",
+    LOG_LEVEL: "debug",
+    MQTT_RECONNECT_MIN_MS: "100",
+    MQTT_RECONNECT_MAX_MS: "1000",
+    SHUTDOWN_TIMEOUT_MS: "5000",
+  };
 }
