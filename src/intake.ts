@@ -41,7 +41,19 @@ export interface IntakeOptions {
 
 const DEFAULT_MAX_PENDING = { messages: 4000, bytes: 16 * 2 ** 20 };
 
-/** The messages taken in one turn of the event loop, and their shared fate. */
+/**
+ * Bursts on the pipeline at once. While that many are, the next one keeps
+ * growing (up to {@linkcode MAX_BURST_MESSAGES}) instead of following at
+ * once: a busy pipeline gets fewer, bigger batches, and each batch's fixed
+ * costs (the hand-off to the thread, a spool row, a group of acknowledgements)
+ * are paid less often. An idle one gets each burst at once, so latency at a
+ * steady rate does not change.
+ */
+const MAX_BURSTS_IN_PIPELINE = 1;
+/** A burst bigger than this goes to the pipeline even while it is busy. */
+const MAX_BURST_MESSAGES = 2000;
+
+/** The messages taken in one turn of the event loop (or several, while the pipeline was busy), and their shared fate. */
 class Burst {
   /** The messages, until the pipeline has read them; then only where each came from is kept. */
   messages: Message[] = [];
@@ -87,6 +99,8 @@ export class Intake {
   /** The burst taking messages now, if any, and the timer that closes it. */
   #burst?: Burst;
   #handOverTimer?: ReturnType<typeof setImmediate>;
+  /** Bursts handed to the pipeline whose outcome has not come back yet. */
+  #inPipeline = 0;
   /** Bursts handed to the pipeline; their outcomes are queued for the spool in this order. */
   #pipelined: Promise<void> = Promise.resolve();
   #pending = 0;
@@ -145,12 +159,17 @@ export class Intake {
     let burst = this.#burst;
     if (burst === undefined) {
       burst = this.#burst = new Burst();
-      // mqtt.js handles the packets of a socket chunk one process.nextTick after the other; in
-      // Deno, microtasks can run between the first and the second, so a microtask would split
-      // off the chunk's first message. An immediate runs once they are all done, and, unlike a
-      // timer, without waiting a millisecond.
-      this.#handOverTimer = setImmediate(() => this.#handOver());
     }
+    // mqtt.js handles the packets of a socket chunk one process.nextTick after the other; in
+    // Deno, microtasks can run between the first and the second, so a microtask would split off
+    // the chunk's first message. An immediate runs once they are all done, and, unlike a timer,
+    // without waiting a millisecond. A burst kept open while the pipeline is busy gets another
+    // immediate with its next message, so it never outgrows MAX_BURST_MESSAGES by more than a
+    // socket chunk.
+    this.#handOverTimer ??= setImmediate(() => {
+      this.#handOverTimer = undefined;
+      this.#handOver(false);
+    });
     burst.messages.push(message);
     burst.topics.push(message.topic);
     burst.receivedAt.push(message.receivedAt);
@@ -165,7 +184,7 @@ export class Intake {
    * still queued after that stay unacknowledged; the broker sends them again.
    */
   async close(): Promise<void> {
-    this.#handOver();
+    this.#handOver(true);
     await this.#pipelined;
     clearTimeout(this.#scheduled);
     this.#scheduled = undefined;
@@ -181,16 +200,34 @@ export class Intake {
     }
   }
 
-  /** Sends the burst to the pipeline now; its outcome joins the spool queue in order. */
-  #handOver(): void {
-    clearImmediate(this.#handOverTimer);
+  /**
+   * Sends the burst to the pipeline, unless the pipeline is busy and the
+   * burst may still grow (see {@linkcode MAX_BURSTS_IN_PIPELINE}) and `now`
+   * is false; its outcome joins the spool queue in order.
+   */
+  #handOver(now: boolean): void {
     const burst = this.#burst;
-    this.#burst = undefined;
     if (burst === undefined || burst.messages.length === 0) return;
+    if (
+      !now && this.#inPipeline >= MAX_BURSTS_IN_PIPELINE &&
+      burst.messages.length < MAX_BURST_MESSAGES
+    ) {
+      return;
+    }
+    clearImmediate(this.#handOverTimer);
+    this.#handOverTimer = undefined;
+    this.#burst = undefined;
     const count = (burst.size = burst.messages.length);
     this.#options.metrics.messagesReceived.add(count);
     // Started now, so the thread works while earlier outcomes are still being spooled.
     const outcome = this.#pipeline.run(burst.messages);
+    this.#inPipeline++;
+    const returned = () => {
+      this.#inPipeline--;
+      // The burst that waited for the pipeline goes now.
+      this.#handOver(false);
+    };
+    outcome.then(returned, returned);
     // The pipeline has read the payloads: they, and the socket buffers they point into, can go.
     burst.messages = [];
     this.#pipelined = this.#pipelined.then(() => outcome).then(

@@ -65,12 +65,17 @@ Deno.test("the intake is saturated while maxPending messages wait, and not once 
   });
 });
 
-Deno.test("once saturated, the intake stays so until the backlog is down to half", async () => {
-  // The pipeline holds each burst until the test lets it go.
+/**
+ * A pipeline that holds each burst until the test lets it go: `runs` lists
+ * the size of each burst it was given, `release(n)` lets the n-th go.
+ */
+function gatedPipeline() {
   const inline = inlinePipeline(createPipeline(DEFAULT_PIPELINE_OPTIONS));
   const gates: Array<() => void> = [];
+  const runs: number[] = [];
   const pipeline: PipelineRunner = {
     run: async (messages) => {
+      runs.push(messages.length);
       const outcome = await inline.run(messages);
       await new Promise<void>((resolve) => gates.push(resolve));
       return outcome;
@@ -79,19 +84,77 @@ Deno.test("once saturated, the intake stays so until the backlog is down to half
   };
   const handedOver = (count: number) =>
     eventually(`${count} burst(s) handed over`, () => gates.length === count || undefined);
+  return { pipeline, runs, handedOver, release: (index: number) => gates[index]() };
+}
+
+/** Lets the event loop turn: what one socket chunk's worth of messages takes. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+Deno.test("once saturated, the intake stays so until the backlog is down to half", async () => {
+  const { pipeline, handedOver, release } = gatedPipeline();
   await withIntake({ maxMessages: 4, pipeline }, async (intake) => {
     const first = intake.accept(message(0));
     await handedOver(1);
     const rest = [1, 2, 3].map((i) => intake.accept(message(i)));
-    await handedOver(2);
     assert.equal(intake.saturated, true);
-    gates[0]();
+    release(0);
     await first;
+    await handedOver(2);
     assert.equal(intake.pending, 3);
     assert.equal(intake.saturated, true, "3 of 4 is still more than half");
-    gates[1]();
+    release(1);
     await Promise.all(rest);
     assert.equal(intake.saturated, false);
+  });
+});
+
+Deno.test("while the pipeline is busy, the bursts that arrive meanwhile go to it as one batch, in order", async () => {
+  const { pipeline, runs, handedOver, release } = gatedPipeline();
+  await withIntake({ maxMessages: 1000, pipeline }, async (intake, spool) => {
+    const durable = [intake.accept(message(0))];
+    await handedOver(1);
+    // Three turns of the event loop, each its own burst while the pipeline has the first.
+    for (const i of [1, 2, 3]) {
+      durable.push(intake.accept(message(i)), intake.accept(message(i + 10)));
+      await nextTurn();
+    }
+    assert.deepEqual(runs, [1], "nothing more goes to a busy pipeline");
+    release(0);
+    await handedOver(2);
+    assert.deepEqual(runs, [1, 6]);
+    release(1);
+    await Promise.all(durable);
+    const order = spool.read("file", 10).map((record) => JSON.parse(record.text).data.v.i);
+    assert.deepEqual(order, [0, 1, 11, 2, 12, 3, 13]);
+  });
+});
+
+Deno.test("a burst that has grown to 2000 messages goes to the pipeline even while it is busy", async () => {
+  const { pipeline, runs, handedOver, release } = gatedPipeline();
+  await withIntake({ maxMessages: 10_000, maxBytes: 2 ** 30, pipeline }, async (intake) => {
+    const durable = [intake.accept(message(0))];
+    await handedOver(1);
+    for (let i = 1; i <= 2000; i++) durable.push(intake.accept(message(i)));
+    await handedOver(2);
+    assert.deepEqual(runs, [1, 2000]);
+    release(0);
+    release(1);
+    await Promise.all(durable);
+  });
+});
+
+Deno.test("an idle pipeline gets each burst at once", async () => {
+  const { pipeline, runs, handedOver, release } = gatedPipeline();
+  await withIntake({ maxMessages: 1000, pipeline }, async (intake) => {
+    for (const i of [0, 1, 2]) {
+      const durable = intake.accept(message(i));
+      await handedOver(i + 1);
+      release(i);
+      await durable;
+    }
+    assert.deepEqual(runs, [1, 1, 1]);
   });
 });
 
