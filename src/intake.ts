@@ -34,12 +34,12 @@ export interface IntakeOptions {
   readonly warningWindowMs?: number;
   /**
    * Messages, and payload bytes, accepted but not yet durable beyond which the
-   * intake is {@linkcode Intake.saturated}; default 4000 and 16 MiB.
+   * intake is {@linkcode Intake.saturated}; default 8000 and 16 MiB.
    */
   readonly maxPending?: { readonly messages: number; readonly bytes: number };
 }
 
-const DEFAULT_MAX_PENDING = { messages: 4000, bytes: 16 * 2 ** 20 };
+const DEFAULT_MAX_PENDING = { messages: 8000, bytes: 16 * 2 ** 20 };
 
 /**
  * Bursts on the pipeline at once. While that many are, the next one keeps
