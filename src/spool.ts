@@ -1203,6 +1203,8 @@ function syncCursors(
 }
 
 const scratch = new Uint8Array(64 * 1024);
+/** Up to this many UTF-16 units, utf8Length counts in JavaScript (a native call costs more). */
+const SHORT_TEXT = 64;
 
 /**
  * The UTF-8 length of `text` in bytes (a lone surrogate counts as U+FFFD, 3 bytes).
@@ -1213,8 +1215,11 @@ const scratch = new Uint8Array(64 * 1024);
  * ```
  */
 export function utf8Length(text: string): number {
-  // Encoding into a scratch buffer runs natively, several times faster than the loop below.
-  if (text.length * 3 <= scratch.length) return encoder.encodeInto(text, scratch).written;
+  // Encoding into a scratch buffer runs natively, several times faster than the loop below for
+  // long texts; a short one (a topic, counted for every record) is quicker to count here.
+  if (text.length > SHORT_TEXT && text.length * 3 <= scratch.length) {
+    return encoder.encodeInto(text, scratch).written;
+  }
   let bytes = text.length;
   for (let i = 0; i < text.length; i++) {
     const code = text.charCodeAt(i);
