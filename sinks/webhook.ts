@@ -7,7 +7,7 @@
 
 import denoJson from "../deno.json" with { type: "json" };
 import { type OutputRecord, recordText } from "../src/record.ts";
-import { RecordsRefusedError, RetryLaterError, type Sink } from "./sink.ts";
+import { type RecordRefusal, RecordsRefusedError, RetryLaterError, type Sink } from "./sink.ts";
 
 /** Default `WEBHOOK_TIMEOUT_MS`: how long one request may take, answer included. */
 export const DEFAULT_WEBHOOK_TIMEOUT_MS = 10_000;
@@ -22,6 +22,10 @@ const USER_AGENT = `gridrelay/${denoJson.version}`;
 const OWN_HEADERS = ["content-type", "user-agent", "idempotency-key", "x-gridrelay-signature"];
 
 const encoder = new TextEncoder();
+const NEWLINE = 0x0a;
+const COMMA = 0x2c;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
 
 /**
  * Options of {@linkcode createWebhookSink}.
@@ -165,29 +169,67 @@ class WebhookSink implements Sink {
   // request per batchSize records, refusals collected across them. The spooled texts go out as
   // they are: the body holds every number exactly as received, and nothing is parsed.
   async writeTexts(texts: string[], signal: AbortSignal): Promise<void> {
-    const refused: { index: number; reason: string }[] = [];
+    const refused: RecordRefusal[] = [];
     for (let start = 0; start < texts.length; start += this.batchSize) {
       const chunk = texts.slice(start, start + this.batchSize);
-      const reason = await this.#post(chunk, signal);
-      if (reason !== undefined) {
-        for (let index = start; index < start + chunk.length; index++) {
-          refused.push({ index, reason });
-        }
-      }
+      const body = encoder.encode(this.batchSize === 1 ? chunk[0] : `[${chunk.join(",")}]`);
+      await this.#postRecords(body, start, chunk.length, refused, signal);
     }
-    if (refused.length > 0) {
-      throw new RecordsRefusedError(
-        `The webhook ${this.#endpoint} refused ${refused.length} record(s): ${refused[0].reason}`,
-        { refused },
-      );
-    }
+    this.#refuse(refused);
   }
 
-  // Resolves when the endpoint accepted the records, to a reason when it refused them for good;
-  // throws when they should be sent again.
-  async #post(texts: string[], signal: AbortSignal): Promise<string | undefined> {
+  // What the runner calls: the spooled lines become the body with nothing decoded or encoded —
+  // the same bytes writeTexts sends ("\n" between records turned into "," inside "[…]").
+  async writeLines(lines: Uint8Array, signal: AbortSignal): Promise<void> {
+    const refused: RecordRefusal[] = [];
+    let index = 0;
+    for (let start = 0; start < lines.length;) {
+      let end = start;
+      let count = 0;
+      while (count < this.batchSize && end < lines.length) {
+        const newline = lines.indexOf(NEWLINE, end);
+        end = newline < 0 ? lines.length : newline + 1;
+        count++;
+      }
+      await this.#postRecords(
+        jsonBody(lines, start, end, this.batchSize === 1),
+        index,
+        count,
+        refused,
+        signal,
+      );
+      index += count;
+      start = end;
+    }
+    this.#refuse(refused);
+  }
+
+  // Posts records first…first+count−1 of a batch; notes them in `refused` if the endpoint
+  // refused them for good.
+  async #postRecords(
+    body: Uint8Array<ArrayBuffer>,
+    first: number,
+    count: number,
+    refused: RecordRefusal[],
+    signal: AbortSignal,
+  ): Promise<void> {
+    const reason = await this.#post(body, signal);
+    if (reason === undefined) return;
+    for (let index = first; index < first + count; index++) refused.push({ index, reason });
+  }
+
+  #refuse(refused: RecordRefusal[]): void {
+    if (refused.length === 0) return;
+    throw new RecordsRefusedError(
+      `The webhook ${this.#endpoint} refused ${refused.length} record(s): ${refused[0].reason}`,
+      { refused },
+    );
+  }
+
+  // Resolves when the endpoint accepted the body, to a reason when it refused it for good;
+  // throws when it should be sent again.
+  async #post(body: Uint8Array<ArrayBuffer>, signal: AbortSignal): Promise<string | undefined> {
     signal.throwIfAborted();
-    const body = encoder.encode(this.batchSize === 1 ? texts[0] : `[${texts.join(",")}]`);
     const headers = new Headers(this.#headers as [string, string][]);
     headers.set("content-type", "application/json");
     headers.set("user-agent", USER_AGENT);
@@ -378,4 +420,25 @@ async function answerStart(response: Response): Promise<string> {
 
 function hex(buffer: ArrayBuffer): string {
   return Array.from(new Uint8Array(buffer), (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * The body for JSON Lines lines[start, end): the one record itself, or the
+ * records as a JSON array. A record holds no raw "\n" (JSON escapes it), so
+ * every one in the range ends a record.
+ */
+function jsonBody(
+  lines: Uint8Array,
+  start: number,
+  end: number,
+  single: boolean,
+): Uint8Array<ArrayBuffer> {
+  const last = end > start && lines[end - 1] === NEWLINE ? end - 1 : end;
+  if (single) return lines.slice(start, last);
+  const body = new Uint8Array(last - start + 2);
+  body[0] = OPEN_BRACKET;
+  body.set(lines.subarray(start, last), 1);
+  for (let i = body.indexOf(NEWLINE, 1); i >= 0; i = body.indexOf(NEWLINE, i + 1)) body[i] = COMMA;
+  body[body.length - 1] = CLOSE_BRACKET;
+  return body;
 }

@@ -164,6 +164,57 @@ Deno.test("writeTexts sends the spooled texts as they are, keyed like write", as
   assert.equal(texts.headers.get("idempotency-key"), records.headers.get("idempotency-key"));
 });
 
+Deno.test("writeLines sends the spooled lines as the bytes writeTexts sends, request by request", async () => {
+  await using endpoint = new TestEndpoint();
+  const lines = new TextEncoder().encode(`${RECORD_TEXT}\n${SECOND_TEXT}\n${RECORD_TEXT}\n`);
+  for (const batchSize of [1, 2, 10]) {
+    const sink = await createWebhookSink({ url: endpoint.url, secret: SECRET, batchSize });
+    const from = endpoint.received.length;
+    await sink.writeLines!(lines, signal);
+    const byLines = endpoint.received.slice(from);
+    await sink.writeTexts!([RECORD_TEXT, SECOND_TEXT, RECORD_TEXT], signal);
+    const byTexts = endpoint.received.slice(from + byLines.length);
+    assert.deepEqual(
+      byLines.map((request) => request.text),
+      byTexts.map((request) => request.text),
+      `batch size ${batchSize}`,
+    );
+    for (const [index, request] of byLines.entries()) {
+      for (const header of ["idempotency-key", "x-gridrelay-signature"]) {
+        assert.equal(request.headers.get(header), byTexts[index].headers.get(header), header);
+      }
+    }
+  }
+  assert.deepEqual(endpoint.received.slice(0, 3).map((request) => request.text), [
+    RECORD_TEXT,
+    SECOND_TEXT,
+    RECORD_TEXT,
+  ]);
+  assert.equal(endpoint.received[6].text, `[${RECORD_TEXT},${SECOND_TEXT}]`);
+  assert.equal(endpoint.received[7].text, `[${RECORD_TEXT}]`);
+});
+
+Deno.test("writeLines refuses by line: the refused request's lines, counted across requests", async () => {
+  await using endpoint = new TestEndpoint();
+  endpoint.respond = (_request, index) =>
+    new Response(index === 1 ? "no" : null, { status: index === 1 ? 400 : 200 });
+  const sink = await createWebhookSink({ url: endpoint.url, batchSize: 2 });
+  // The last line without its newline is still a record.
+  const lines = new TextEncoder().encode(
+    `${RECORD_TEXT}\n${SECOND_TEXT}\n${RECORD_TEXT}\n${SECOND_TEXT}\n${RECORD_TEXT}`,
+  );
+  await assert.rejects(sink.writeLines!(lines, signal), (error: unknown) => {
+    assert.ok(error instanceof RecordsRefusedError);
+    assert.deepEqual(error.refused.map((refusal) => refusal.index), [2, 3]);
+    return true;
+  });
+  assert.deepEqual(endpoint.received.map((request) => request.text), [
+    `[${RECORD_TEXT},${SECOND_TEXT}]`,
+    `[${RECORD_TEXT},${SECOND_TEXT}]`,
+    `[${RECORD_TEXT}]`,
+  ]);
+});
+
 Deno.test("without a secret there is no signature header", async () => {
   await using endpoint = new TestEndpoint();
   const sink = await createWebhookSink({ url: endpoint.url });
