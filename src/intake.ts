@@ -53,7 +53,10 @@ const MAX_BURSTS_IN_PIPELINE = 1;
 /** A burst bigger than this goes to the pipeline even while it is busy. */
 const MAX_BURST_MESSAGES = 2000;
 
-/** The messages taken in one turn of the event loop (or several, while the pipeline was busy), and their shared fate. */
+/**
+ * The messages taken in one turn of the event loop (or several, while the
+ * pipeline was busy), and their shared fate.
+ */
 class Burst {
   /** The messages, until the pipeline has read them; then only where each came from is kept. */
   messages: Message[] = [];
