@@ -22,6 +22,33 @@ function payload(i: number): string {
   return `{"t":${1625576100 + i},"r":[{"_vid":"dse-1","P":${i},"note":"${"x".repeat(60)}"}]}`;
 }
 
+/**
+ * A connector (keepalive 5 s) whose intake turns saturated at the first
+ * message and stays so until the test sets `intake.busy` to false. `record`
+ * gets each message's `r[0].P` and returns how many have arrived.
+ */
+async function busyAfterFirst(
+  env: Record<string, string>,
+  clientId: string,
+  record: (n: number) => number,
+): Promise<{ connector: Connector; intake: { busy: boolean } }> {
+  const config = parseConfig({ MQTT_KEEPALIVE_S: "5", ...env });
+  const intake = { busy: false };
+  const connector = new Connector({
+    ...config.mqtt,
+    clientId,
+    metrics: createWorkerMetrics(),
+    busy: () => intake.busy,
+  }, (message) => {
+    const count = record(JSON.parse(new TextDecoder().decode(message.payload)).r[0].P);
+    // Saturated from the first message on, until the test says otherwise.
+    if (count === 1) intake.busy = true;
+    return Promise.resolve();
+  });
+  await connector.start();
+  return { connector, intake };
+}
+
 async function lineCount(path: string): Promise<number> {
   return (await readLines(path)).length;
 }
@@ -97,21 +124,12 @@ integrationTest({
     "while the intake is saturated the connector reads no further message, then reads on without losing one",
   async fn() {
     await using broker = await startBroker();
-    const config = parseConfig({ MQTT_URL: broker.url, MQTT_KEEPALIVE_S: "5" });
-    let busy = false;
     const received: number[] = [];
-    const connector = new Connector({
-      ...config.mqtt,
-      clientId: "gridrelay-busy",
-      metrics: createWorkerMetrics(),
-      busy: () => busy,
-    }, (message) => {
-      received.push(JSON.parse(new TextDecoder().decode(message.payload)).r[0].P);
-      // Saturated from the first message on, until the test says otherwise.
-      if (received.length === 1) busy = true;
-      return Promise.resolve();
-    });
-    await connector.start();
+    const { connector, intake } = await busyAfterFirst(
+      { MQTT_URL: broker.url },
+      "gridrelay-busy",
+      (n) => received.push(n),
+    );
     try {
       const total = 50;
       await publish(
@@ -121,7 +139,7 @@ integrationTest({
       await new Promise((resolve) => setTimeout(resolve, 300));
       assert.deepEqual(received, [0], "nothing more is read while the intake is saturated");
 
-      busy = false;
+      intake.busy = false;
       await eventually(
         "every message once busy ends",
         () => received.length === total ? true : undefined,
@@ -140,25 +158,12 @@ integrationTest({
   name: "a broker restart while reading is paused loses no message",
   async fn() {
     await using broker = await startBroker({ persistence: true });
-    const config = parseConfig({
-      MQTT_URL: broker.url,
-      MQTT_KEEPALIVE_S: "5",
-      MQTT_RECONNECT_MIN_MS: "100",
-      MQTT_RECONNECT_MAX_MS: "200",
-    });
-    let busy = false;
     const received = new Set<number>();
-    const connector = new Connector({
-      ...config.mqtt,
-      clientId: "gridrelay-busy-restart",
-      metrics: createWorkerMetrics(),
-      busy: () => busy,
-    }, (message) => {
-      received.add(JSON.parse(new TextDecoder().decode(message.payload)).r[0].P);
-      if (received.size === 1) busy = true;
-      return Promise.resolve();
-    });
-    await connector.start();
+    const { connector, intake } = await busyAfterFirst(
+      { MQTT_URL: broker.url, MQTT_RECONNECT_MIN_MS: "100", MQTT_RECONNECT_MAX_MS: "200" },
+      "gridrelay-busy-restart",
+      (n) => received.add(n).size,
+    );
     try {
       const total = 30;
       await publish(
@@ -168,7 +173,7 @@ integrationTest({
       await eventually("the first message", () => received.size >= 1 || undefined);
       await broker.restart();
       await eventually("reconnected", () => connector.ready || undefined);
-      busy = false;
+      intake.busy = false;
       await eventually(
         "every message, at least once",
         () => received.size === total ? true : undefined,
