@@ -86,7 +86,9 @@ export class Connector {
   /** Bumped on every CONNACK: acknowledgements of an older connection are never sent. */
   #generation = 0;
   /** Per packet id of the current connection: resolves when the message may be acknowledged. */
-  readonly #acks = new Map<number, Promise<boolean>>();
+  readonly #acks = new Verdicts();
+  /** Topic names, one string each: a message's topic is kept until it is spooled. */
+  readonly #topicNames = new TopicNames();
   /** The messages handed over last, which share their handler's promise. */
   #group?: HandOver;
   /** The acknowledgements held for the last group, sent together when it is durable. */
@@ -244,9 +246,8 @@ export class Connector {
     internals._sendPacket = (packet, cb, cbStorePut, noStore) => {
       const messageId = (packet as { messageId?: number }).messageId;
       const verdict = (packet.cmd === "puback" || packet.cmd === "pubrec") &&
-        messageId !== undefined && this.#acks.get(messageId);
+        messageId !== undefined && this.#acks.take(messageId);
       if (!verdict) return send(packet, cb, cbStorePut, noStore);
-      this.#acks.delete(messageId!);
       this.#readOn(cb);
       // Messages handed over together become durable together: one wait, one write for all.
       let held = this.#held;
@@ -318,7 +319,11 @@ export class Connector {
   /** Hands a message over; resolves `true` when it may be acknowledged. */
   #accept(topic: string, payload: Uint8Array): Promise<boolean> {
     if (!this.#accepting) return NOT_ACKNOWLEDGED;
-    const durable = this.#handler({ topic, payload, receivedAt: Date.now() });
+    const durable = this.#handler({
+      topic: this.#topicNames.intern(topic),
+      payload,
+      receivedAt: Date.now(),
+    });
     let group = this.#group;
     if (group === undefined || group.durable !== durable) {
       // One settlement per group of messages, not per message: this runs for every message.
@@ -603,4 +608,62 @@ export function describeConnectProblem(error: Error): string {
     return "the broker did not answer the CONNECT in time: is this an MQTT port, and does it need TLS (mqtts://)?";
   }
   return message;
+}
+
+/**
+ * Each message's verdict by packet id, from the hand-over to the
+ * acknowledgement. For QoS 1, mqtt.js sends the acknowledgement within the
+ * call that handed the message over, so the newest verdict waits in a slot:
+ * a map's set and delete for every message would allocate. The map holds
+ * only verdicts whose acknowledgement comes later (QoS 2, after the store).
+ */
+class Verdicts {
+  #id = -1;
+  #verdict?: Promise<boolean>;
+  readonly #later = new Map<number, Promise<boolean>>();
+
+  set(id: number, verdict: Promise<boolean>): void {
+    if (this.#verdict !== undefined) this.#later.set(this.#id, this.#verdict);
+    if (this.#later.size > 0) this.#later.delete(id);
+    this.#id = id;
+    this.#verdict = verdict;
+  }
+
+  /** The verdict for `id`, forgotten once taken. */
+  take(id: number): Promise<boolean> | undefined {
+    if (id === this.#id && this.#verdict !== undefined) {
+      const verdict = this.#verdict;
+      this.#verdict = undefined;
+      return verdict;
+    }
+    const verdict = this.#later.get(id);
+    if (verdict !== undefined) this.#later.delete(id);
+    return verdict;
+  }
+
+  clear(): void {
+    this.#verdict = undefined;
+    this.#later.clear();
+  }
+}
+
+/** Most topic names {@linkcode TopicNames} remembers before it starts again. */
+const TOPIC_NAMES_KEPT = 10_000;
+
+/**
+ * One string per topic name. mqtt.js makes a new string for every message's
+ * topic; kept until the message is spooled, each would outlive the young
+ * generation and burden the old one, which the same name, shared, does not.
+ */
+class TopicNames {
+  readonly #names = new Map<string, string>();
+
+  intern(topic: string): string {
+    const known = this.#names.get(topic);
+    if (known !== undefined) return known;
+    // More topics than this (a very large fleet): start again rather than grow without bound.
+    if (this.#names.size >= TOPIC_NAMES_KEPT) this.#names.clear();
+    this.#names.set(topic, topic);
+    return topic;
+  }
 }

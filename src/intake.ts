@@ -18,6 +18,7 @@ import type { WorkerMetrics } from "./metrics.ts";
 import type { BatchException, BatchOutcome } from "./pipeline_batch.ts";
 import type { PipelineResult } from "./pipeline.ts";
 import { inlinePipeline, type PipelineRunner } from "./pipeline_thread.ts";
+import type { PayloadBatch } from "./payload_batch.ts";
 import type { Message } from "./record.ts";
 import { backoffDelay, sleep } from "./retry.ts";
 import type { Spool, SpoolChunk } from "./spool.ts";
@@ -58,10 +59,8 @@ const MAX_BURST_MESSAGES = 2000;
  * pipeline was busy), and their shared fate.
  */
 class Burst {
-  /** The messages, until the pipeline has read them; then only where each came from is kept. */
-  messages: Message[] = [];
-  readonly topics: string[] = [];
-  readonly receivedAt: number[] = [];
+  /** The messages, packed as they arrive; once on the pipeline, only where each came from. */
+  readonly payloads: PayloadBatch;
   readonly durable: Promise<void>;
   resolve!: () => void;
   reject!: (error: Error) => void;
@@ -71,7 +70,8 @@ class Burst {
   /** What the pipeline made of the messages, once it has. */
   chunk?: SpoolChunk;
 
-  constructor() {
+  constructor(payloads: PayloadBatch) {
+    this.payloads = payloads;
     this.durable = new Promise<void>((resolve, reject) => {
       this.resolve = resolve;
       this.reject = reject;
@@ -104,6 +104,8 @@ export class Intake {
   #handOverTimer?: ReturnType<typeof setImmediate>;
   /** Bursts handed to the pipeline whose outcome has not come back yet. */
   #inPipeline = 0;
+  /** Payload bytes of the last burst handed to the pipeline. */
+  #lastBurstBytes = 0;
   /** Bursts handed to the pipeline; their outcomes are queued for the spool in this order. */
   #pipelined: Promise<void> = Promise.resolve();
   #pending = 0;
@@ -161,7 +163,9 @@ export class Intake {
   accept(message: Message): Promise<void> {
     let burst = this.#burst;
     if (burst === undefined) {
-      burst = this.#burst = new Burst();
+      // Room for as much as the last burst had: a drain's bursts are alike, and a buffer that
+      // has to grow is copied.
+      burst = this.#burst = new Burst(this.#pipeline.batch(this.#lastBurstBytes));
     }
     // mqtt.js handles the packets of a socket chunk one process.nextTick after the other; in
     // Deno, microtasks can run between the first and the second, so a microtask would split off
@@ -173,9 +177,7 @@ export class Intake {
       this.#handOverTimer = undefined;
       this.#handOver(false);
     });
-    burst.messages.push(message);
-    burst.topics.push(message.topic);
-    burst.receivedAt.push(message.receivedAt);
+    burst.payloads.add(message);
     burst.bytes += message.payload.byteLength;
     this.#pending++;
     this.#pendingBytes += message.payload.byteLength;
@@ -210,20 +212,21 @@ export class Intake {
    */
   #handOver(now: boolean): void {
     const burst = this.#burst;
-    if (burst === undefined || burst.messages.length === 0) return;
+    if (burst === undefined || burst.payloads.length === 0) return;
     if (
       !now && this.#inPipeline >= MAX_BURSTS_IN_PIPELINE &&
-      burst.messages.length < MAX_BURST_MESSAGES
+      burst.payloads.length < MAX_BURST_MESSAGES
     ) {
       return;
     }
     clearImmediate(this.#handOverTimer);
     this.#handOverTimer = undefined;
     this.#burst = undefined;
-    const count = (burst.size = burst.messages.length);
+    const count = (burst.size = burst.payloads.length);
+    this.#lastBurstBytes = burst.bytes;
     this.#options.metrics.messagesReceived.add(count);
     // Started now, so the thread works while earlier outcomes are still being spooled.
-    const outcome = this.#pipeline.run(burst.messages);
+    const outcome = this.#pipeline.run(burst.payloads);
     this.#inPipeline++;
     const returned = () => {
       this.#inPipeline--;
@@ -231,8 +234,6 @@ export class Intake {
       this.#handOver(false);
     };
     outcome.then(returned, returned);
-    // The pipeline has read the payloads: they, and the socket buffers they point into, can go.
-    burst.messages = [];
     this.#pipelined = this.#pipelined.then(() => outcome).then(
       (outcome) => {
         burst.chunk = this.#chunkOf(burst, outcome);
@@ -253,22 +254,23 @@ export class Intake {
 
   #chunkOf(burst: Burst, outcome: BatchOutcome): SpoolChunk {
     const { firstRecord } = outcome;
+    const { topics, receivedAt: receivedAtOf } = burst.payloads;
     const records = firstRecord[burst.size];
     const receivedAt = new Float64Array(records);
-    const topics: string[] = new Array(records);
+    const recordTopics: string[] = new Array(records);
     for (let index = 0; index < burst.size; index++) {
       for (let record = firstRecord[index]; record < firstRecord[index + 1]; record++) {
-        receivedAt[record] = burst.receivedAt[index];
-        topics[record] = burst.topics[index];
+        receivedAt[record] = receivedAtOf[index];
+        recordTopics[record] = topics[index];
       }
     }
     const deadLetters: string[] = [];
     for (const exception of outcome.exceptions) {
-      const topic = burst.topics[exception.index];
+      const topic = topics[exception.index];
       this.#report(topic, exception);
       for (const rejection of exception.rejections) {
         deadLetters.push(formatDeadLetter({
-          receivedAt: burst.receivedAt[exception.index],
+          receivedAt: receivedAtOf[exception.index],
           topic,
           reason: rejection.message,
           code: rejection.reason,
@@ -277,7 +279,13 @@ export class Intake {
         }));
       }
     }
-    return { lines: outcome.lines, ends: outcome.ends, receivedAt, topics, deadLetters };
+    return {
+      lines: outcome.lines,
+      ends: outcome.ends,
+      receivedAt,
+      topics: recordTopics,
+      deadLetters,
+    };
   }
 
   #report(topic: string, exception: BatchException): void {

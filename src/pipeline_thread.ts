@@ -17,24 +17,30 @@ import {
   batchPipeline,
   createBatchPipeline,
 } from "./pipeline_batch.ts";
+import { PayloadBatch } from "./payload_batch.ts";
 import type { BatchMessage, InitMessage, OutcomesMessage } from "./pipeline_worker.ts";
 import type { Message } from "./record.ts";
 import type { PipelineResult } from "./stages/result.ts";
 
 /**
  * Runs the pipeline over batches of messages; the records come back as JSON
- * Lines in the order of the messages. `run` has read the payloads by the time
- * it returns (the caller may let them go), and rejects only when the messages
- * could not be run at all (they must then not be acknowledged).
+ * Lines in the order of the messages. A batch comes from `batch` (its
+ * payloads are copied in as they arrive, so the caller may let them go), and
+ * `run` takes its payloads; `run` rejects only when the messages could not
+ * be run at all (they must then not be acknowledged).
  *
  * @example
  * ```ts
  * const runner: PipelineRunner = inlinePipeline(createPipeline(options));
- * const outcome = await runner.run([message]);
+ * const batch = runner.batch();
+ * batch.add(message);
+ * const outcome = await runner.run(batch);
  * ```
  */
 export interface PipelineRunner {
-  run(messages: readonly Message[]): Promise<BatchOutcome>;
+  /** A new, empty batch; room for `capacity` bytes of payload at first (see {@linkcode PayloadBatch}). */
+  batch(capacity?: number): PayloadBatch;
+  run(batch: PayloadBatch): Promise<BatchOutcome>;
   close(): void;
 }
 
@@ -48,7 +54,11 @@ export interface PipelineRunner {
  */
 export function inlinePipeline(pipeline: (message: Message) => PipelineResult): PipelineRunner {
   const run = batchPipeline(pipeline, {});
-  return { run: (messages) => Promise.resolve(run(messages)), close: () => {} };
+  return {
+    batch: (capacity) => new PayloadBatch({ capacity }),
+    run: (batch) => Promise.resolve(run(batch.messages())),
+    close: () => {},
+  };
 }
 
 interface InFlight {
@@ -64,7 +74,7 @@ interface InFlight {
  * @example
  * ```ts
  * const pipeline = new PipelineThread(config.pipeline);
- * const outcomes = await pipeline.run(messages);
+ * const outcome = await pipeline.run(PayloadBatch.of(messages));
  * pipeline.close();
  * ```
  */
@@ -111,60 +121,52 @@ export class PipelineThread implements PipelineRunner {
     }
   }
 
+  /** A new, empty batch; payloads over `MAX_PAYLOAD_BYTES` will not cross to the thread. */
+  batch(capacity?: number): PayloadBatch {
+    return new PayloadBatch({ maxPayloadBytes: this.#maxPayloadBytes, capacity });
+  }
+
   /**
-   * Runs the pipeline over `messages` on the thread. Rejects only if the
-   * thread dies while it has them: they must then stay unacknowledged (the
-   * broker sends them again), since their payloads went to the thread.
+   * Runs the pipeline over `batch` on the thread. Rejects only if the thread
+   * dies while it has them: they must then stay unacknowledged (the broker
+   * sends them again), since their payloads went to the thread.
    */
-  run(messages: readonly Message[]): Promise<BatchOutcome> {
+  run(batch: PayloadBatch): Promise<BatchOutcome> {
     const worker = this.#worker;
-    if (worker === undefined || messages.length === 0) {
-      return Promise.resolve(this.#inline(messages));
+    if (worker === undefined || batch.length === 0) {
+      return Promise.resolve(this.#inline(batch.messages()));
     }
-    // A payload over the limit is rejected unread: no need to copy it to the thread for that.
-    const sent: number[] = [];
-    const oversized: Message[] = [];
-    let size = 0;
-    for (let index = 0; index < messages.length; index++) {
-      const bytes = messages[index].payload.byteLength;
-      if (bytes > this.#maxPayloadBytes) {
-        oversized.push(messages[index]);
-      } else {
-        sent.push(index);
-        size += bytes;
-      }
-    }
-    if (sent.length === 0) return Promise.resolve(this.#inline(messages));
-    const bytes = new Uint8Array(size);
-    const topics: string[] = [];
-    const receivedAt: number[] = [];
-    const ends = new Uint32Array(sent.length);
-    let end = 0;
-    for (let i = 0; i < sent.length; i++) {
-      const message = messages[sent[i]];
-      bytes.set(message.payload, end);
-      end += message.payload.byteLength;
-      ends[i] = end;
-      if (!this.#sendsMeta) continue;
-      topics.push(message.topic);
-      receivedAt.push(message.receivedAt);
-    }
+    const count = batch.length;
+    const { bytes, ends, packed, kept } = batch.take();
+    // Payloads over the limit are rejected unread, here: no need to send them over for that.
+    if (ends.length === 0) return Promise.resolve(this.#inline(kept));
     const id = this.#nextId++;
-    const batch: BatchMessage = this.#sendsMeta
-      ? { kind: "batch", id, ends, bytes: bytes.buffer, topics, receivedAt }
-      : { kind: "batch", id, ends, bytes: bytes.buffer };
-    const here = oversized.length > 0 ? this.#inline(oversized) : undefined;
+    const message: BatchMessage = this.#sendsMeta
+      ? {
+        kind: "batch",
+        id,
+        ends,
+        bytes,
+        topics: packed === undefined ? batch.topics : packed.map((index) => batch.topics[index]),
+        receivedAt: packed === undefined
+          ? batch.receivedAt
+          : packed.map((index) => batch.receivedAt[index]),
+      }
+      : { kind: "batch", id, ends, bytes };
+    const here = kept.length > 0 ? this.#inline(kept) : undefined;
     return new Promise((resolve, reject) => {
       this.#inFlight.set(id, {
         resolve: (outcome) =>
           resolve(
-            here === undefined ? outcome : withRecordless(outcome, sent, here, messages.length),
+            here === undefined || packed === undefined
+              ? outcome
+              : withRecordless(outcome, packed, here, count),
           ),
         reject,
-        count: sent.length,
+        count: ends.length,
       });
-      // Transferred, not copied: the socket buffers the payloads pointed into can go now.
-      worker.postMessage(batch, [bytes.buffer, ends.buffer]);
+      // Transferred, not copied.
+      worker.postMessage(message, [bytes, ends.buffer as ArrayBuffer]);
     });
   }
 

@@ -347,8 +347,9 @@ export class Spool {
    * when it returns or it throws and none are; they are durable once a later
    * {@linkcode Spool.sync} resolves. Records get the next ids in order. It
    * never refuses for size: pausing the intake on {@linkcode Spool.full} is
-   * the caller's job. The chunks' buffers are kept, not copied: do not
-   * change them afterwards.
+   * the caller's job. The spool takes each chunk's `lines` buffer (the whole
+   * `ArrayBuffer`), not a copy: do not change or reuse it afterwards; it is
+   * released once every sink has delivered the chunk's records.
    *
    * @example
    * ```ts
@@ -880,12 +881,16 @@ class RecentChunks {
     return bytes;
   }
 
-  /** Forgets every chunk whose records all have ids up to `id`. */
+  /** Forgets, and frees, every chunk whose records all have ids up to `id` (every sink has them). */
   dropThrough(id: number): void {
     while (this.#chunks.length > 0) {
       const first = this.#chunks[0];
       if (first.firstId + first.count - 1 > id) break;
       this.#shift();
+      // Every sink is done with it (sinks give the bytes back when a write settles, see
+      // Sink.writeLines): freed now, not at the next full garbage collection, which a drain
+      // would otherwise wait for with tens of megabytes of such chunks.
+      (first.lines.buffer as ArrayBuffer).transfer(0);
     }
   }
 

@@ -74,9 +74,10 @@ function gatedPipeline() {
   const gates: Array<() => void> = [];
   const runs: number[] = [];
   const pipeline: PipelineRunner = {
-    run: async (messages) => {
-      runs.push(messages.length);
-      const outcome = await inline.run(messages);
+    batch: inline.batch,
+    run: async (batch) => {
+      runs.push(batch.length);
+      const outcome = await inline.run(batch);
       await new Promise<void>((resolve) => gates.push(resolve));
       return outcome;
     },

@@ -7,6 +7,7 @@ import { Intake } from "../src/intake.ts";
 import { createWorkerMetrics } from "../src/metrics.ts";
 import { createPipeline, type PipelineOptions } from "../src/pipeline.ts";
 import { outcomesOf } from "../src/pipeline_batch.ts";
+import { PayloadBatch } from "../src/payload_batch.ts";
 import { inlinePipeline, PipelineThread } from "../src/pipeline_thread.ts";
 import type { Message } from "../src/record.ts";
 import { Spool } from "../src/spool.ts";
@@ -22,6 +23,13 @@ const OPTIONS: PipelineOptions = {
 };
 
 const encoder = new TextEncoder();
+
+/** `messages` in a batch of `thread`'s, as the intake makes them. */
+function batchOf(thread: PipelineThread, messages: readonly Message[]): PayloadBatch {
+  const batch = thread.batch();
+  for (const message of messages) batch.add(message);
+  return batch;
+}
 
 function message(index: number, payload: string): Message {
   return {
@@ -44,8 +52,8 @@ Deno.test("the pipeline thread gives the same outcomes as the calling thread, in
   const thread = new PipelineThread(OPTIONS);
   try {
     const [onThread, here] = (await Promise.all([
-      thread.run(messages),
-      inlinePipeline(createPipeline(OPTIONS)).run(messages),
+      thread.run(batchOf(thread, messages)),
+      inlinePipeline(createPipeline(OPTIONS)).run(PayloadBatch.of(messages)),
     ])).map(outcomesOf);
     assert.deepEqual(onThread, here);
     assert.equal(onThread[0].records.length, 1);
@@ -68,7 +76,9 @@ Deno.test("batches sent one after the other come back one after the other", asyn
         ),
     );
     const settled: number[] = [];
-    await Promise.all(batches.map((batch, b) => thread.run(batch).then(() => settled.push(b))));
+    await Promise.all(
+      batches.map((batch, b) => thread.run(batchOf(thread, batch)).then(() => settled.push(b))),
+    );
     assert.deepEqual(settled, batches.map((_, b) => b));
   } finally {
     thread.close();
@@ -80,13 +90,13 @@ Deno.test("a payload over MAX_PAYLOAD_BYTES is rejected without crossing to the 
   try {
     const huge = { topic: "a/n/u/data", payload: new Uint8Array(4096).fill(0x20), receivedAt: 1 };
     const outcomes = outcomesOf(
-      await thread.run([message(0, PAYLOADS[0]), huge, message(2, PAYLOADS[4])]),
+      await thread.run(batchOf(thread, [message(0, PAYLOADS[0]), huge, message(2, PAYLOADS[4])])),
     );
     assert.equal(outcomes[0].records.length, 1);
     assert.equal(outcomes[1].rejections[0].reason, "payload_too_large");
     assert.equal(outcomes[1].records.length, 0);
     assert.equal(outcomes[2].records.length, 1);
-    assert.deepEqual(outcomesOf(await thread.run([huge])), [outcomes[1]]);
+    assert.deepEqual(outcomesOf(await thread.run(batchOf(thread, [huge]))), [outcomes[1]]);
   } finally {
     thread.close();
   }
@@ -95,7 +105,7 @@ Deno.test("a payload over MAX_PAYLOAD_BYTES is rejected without crossing to the 
 Deno.test("after close, the pipeline runs on the calling thread", async () => {
   const thread = new PipelineThread(OPTIONS);
   thread.close();
-  const [outcome] = outcomesOf(await thread.run([message(0, PAYLOADS[0])]));
+  const [outcome] = outcomesOf(await thread.run(batchOf(thread, [message(0, PAYLOADS[0])])));
   assert.equal(outcome.records.length, 1);
 });
 

@@ -173,6 +173,32 @@ Deno.test("a batch reads across chunks: lines are the records' JSON Lines, and e
   });
 });
 
+Deno.test("a chunk's bytes are freed once every sink has delivered its records, not before", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "spool_throughput_test_" });
+  const spool = Spool.open({
+    path: `${dir}/spool.db`,
+    sinks: ["file", "webhook"],
+    maxBytes: 2 ** 30,
+  });
+  try {
+    const first = chunk(['{"n":1}', '{"n":2}'], [TOPIC, TOPIC]);
+    const second = chunk(['{"n":3}'], [TOPIC]);
+    spool.appendChunks([first, second]);
+    spool.acknowledge("file", 3);
+    spool.acknowledge("webhook", 1);
+    assert.equal(first.lines.byteLength, 16, "the webhook has yet to deliver record 2");
+    const pending = spool.readBatch("webhook", 10);
+    assert.equal(new TextDecoder().decode(pending.lines()), '{"n":2}\n{"n":3}\n');
+    spool.acknowledge("webhook", 2);
+    assert.equal(first.lines.byteLength, 0, "both sinks have delivered the first chunk");
+    assert.equal(second.lines.byteLength, 8);
+    assert.equal(new TextDecoder().decode(spool.readBatch("webhook", 10).lines()), '{"n":3}\n');
+  } finally {
+    spool.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a chunk whose parts disagree is refused, and the append it was in leaves nothing", async () => {
   await withSpool((open) => {
     const spool = open();
