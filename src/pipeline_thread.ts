@@ -74,7 +74,9 @@ interface InFlight {
  * @example
  * ```ts
  * const pipeline = new PipelineThread(config.pipeline);
- * const outcome = await pipeline.run(PayloadBatch.of(messages));
+ * const batch = pipeline.batch();
+ * for (const message of messages) batch.add(message);
+ * const outcome = await pipeline.run(batch);
  * pipeline.close();
  * ```
  */
