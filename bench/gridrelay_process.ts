@@ -6,7 +6,7 @@
  * @module
  */
 
-import { workerCommand } from "../scripts/start.ts";
+import { workerCommand, workerEnvironment } from "../scripts/start.ts";
 
 const REPO_ROOT = new URL("../", import.meta.url);
 
@@ -237,7 +237,7 @@ export function startGridrelay(options: GridrelayOptions): GridrelayProcess {
     args: [...args, ...profile, ...(options.denoFlags ?? []), entry],
     cwd: REPO_ROOT.pathname,
     clearEnv: true,
-    env: { ...env, ...options.env },
+    env: workerEnvironment({ ...env, ...options.env }),
     stdin: "null",
     stdout: "null",
     stderr: "piped",

@@ -14,7 +14,13 @@ import {
   RUNTIME_VARIABLES,
   workerPermissions,
 } from "../src/permissions.ts";
-import { EnvFileError, launcherArguments, parseEnvFile, workerCommand } from "../scripts/start.ts";
+import {
+  EnvFileError,
+  launcherArguments,
+  parseEnvFile,
+  workerCommand,
+  workerEnvironment,
+} from "../scripts/start.ts";
 
 const CWD = "/srv/gridrelay";
 
@@ -242,6 +248,12 @@ Deno.test("the launcher's command runs mod.ts under the computed flags and the r
   assert.equal(args.at(-1), new URL("../mod.ts", import.meta.url).pathname);
   assert.ok(args.includes("--allow-net=127.0.0.1:1883"));
   assert.ok(args.includes("--allow-write=/tmp/w/data"));
+});
+
+Deno.test("the worker runs with one malloc arena unless the operator says otherwise", () => {
+  const env = { MQTT_URL: "mqtt://127.0.0.1:1883" };
+  assert.deepEqual(workerEnvironment(env), { ...env, MALLOC_ARENA_MAX: "1" });
+  assert.equal(workerEnvironment({ ...env, MALLOC_ARENA_MAX: "4" }).MALLOC_ARENA_MAX, "4");
 });
 
 Deno.test("the launcher refuses an invalid configuration with the worker's ConfigError", () => {
