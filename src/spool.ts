@@ -672,7 +672,11 @@ export class Spool {
   #forgetThrough(floor: number): void {
     this.#recent.dropThrough(floor);
     for (const [firstId, chunk] of this.#loaded) {
-      if (firstId + chunk.count - 1 <= floor) this.#loaded.delete(firstId);
+      if (firstId + chunk.count - 1 > floor) continue;
+      this.#loaded.delete(firstId);
+      // Read back from the database for a sink that fell behind, and now every sink has it:
+      // freed at once, as RecentChunks.dropThrough does.
+      (chunk.lines.buffer as ArrayBuffer).transfer(0);
     }
   }
 

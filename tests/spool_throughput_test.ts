@@ -199,6 +199,35 @@ Deno.test("a chunk's bytes are freed once every sink has delivered its records, 
   }
 });
 
+Deno.test("a chunk read back from the database is freed once every sink has delivered it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "spool_throughput_test_" });
+  // No memory for recent chunks: sinks read every chunk back from the database.
+  const spool = Spool.open({
+    path: `${dir}/spool.db`,
+    sinks: ["file", "webhook"],
+    maxBytes: 2 ** 30,
+    memoryBytes: 0,
+  });
+  try {
+    spool.appendChunks([chunk(['{"n":1}', '{"n":2}'], [TOPIC, TOPIC])]);
+    spool.appendChunks([chunk(['{"n":3}'], [TOPIC])]);
+    spool.appendChunks([chunk(['{"n":4}'], [TOPIC])]);
+    const first = spool.readBatch("file", 2).lines();
+    assert.equal(new TextDecoder().decode(first), '{"n":1}\n{"n":2}\n');
+    spool.acknowledge("file", 2);
+    assert.equal(first.byteLength, 16, "the webhook has yet to deliver it");
+    spool.acknowledge("webhook", 2);
+    assert.equal(first.byteLength, 0, "both sinks have delivered it");
+    assert.equal(
+      new TextDecoder().decode(spool.readBatch("webhook", 10).lines()),
+      '{"n":3}\n{"n":4}\n',
+    );
+  } finally {
+    spool.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a chunk whose parts disagree is refused, and the append it was in leaves nothing", async () => {
   await withSpool((open) => {
     const spool = open();
