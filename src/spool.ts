@@ -196,6 +196,8 @@ export class Spool {
   readonly #wal: WalSync;
   readonly #recent: RecentChunks;
   readonly #loaded = new Map<number, Chunk>();
+  /** Per sink, the last record of the batch it read and has not acknowledged yet. */
+  readonly #batchEnds = new Map<string, number>();
   #bytes: number;
   #lastId: number;
   // Every record with an id at or below this has been delivered by every sink; chunks wholly
@@ -209,7 +211,13 @@ export class Spool {
     wal: WalSync,
   ) {
     this.#db = db;
-    this.#recent = new RecentChunks(options.memoryBytes ?? RECENT_CHUNKS_MAX_BYTES);
+    this.#recent = new RecentChunks(options.memoryBytes ?? RECENT_CHUNKS_MAX_BYTES, {
+      // A slow sink reads an evicted chunk back from the database; unless a batch in a sink's
+      // hands holds it, its bytes go now, not at the next full garbage collection.
+      evicted: (chunk) => {
+        if (!this.#lent(chunk)) release(chunk);
+      },
+    });
     this.#wal = wal;
     this.#maxBytes = options.maxBytes;
     this.#cursors = cursors;
@@ -420,6 +428,7 @@ export class Spool {
       segments.push({ chunk, start, end });
       id = chunk.firstId + end;
     }
+    if (last > cursor) this.#batchEnds.set(sink, last);
     return new RecordBatch(cursor + 1, segments);
   }
 
@@ -483,6 +492,7 @@ export class Spool {
       if (added !== removed) this.#statements.addBytes.run(added - removed);
     });
     this.#cursors.set(sink, next);
+    if ((this.#batchEnds.get(sink) ?? 0) <= next) this.#batchEnds.delete(sink);
     if (floor > this.#floor) this.#forgetThrough(floor);
     this.#floor = floor;
     this.#bytes += added - removed;
@@ -669,6 +679,16 @@ export class Spool {
     return bytes;
   }
 
+  /** Whether a batch a sink has read and not acknowledged holds records of `chunk`. */
+  #lent(chunk: Chunk): boolean {
+    for (const [sink, last] of this.#batchEnds) {
+      if (chunk.firstId <= last && chunk.firstId + chunk.count - 1 > this.#cursor(sink)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
   #forgetThrough(floor: number): void {
     this.#recent.dropThrough(floor);
     for (const [firstId, chunk] of this.#loaded) {
@@ -676,7 +696,7 @@ export class Spool {
       this.#loaded.delete(firstId);
       // Read back from the database for a sink that fell behind, and now every sink has it:
       // freed at once, as RecentChunks.dropThrough does.
-      (chunk.lines.buffer as ArrayBuffer).transfer(0);
+      release(chunk);
     }
   }
 
@@ -839,11 +859,13 @@ export class RecordBatch {
  */
 class RecentChunks {
   readonly #maxBytes: number;
+  readonly #evicted: (chunk: Chunk) => void;
   #chunks: Chunk[] = [];
   #bytes = 0;
 
-  constructor(maxBytes: number) {
+  constructor(maxBytes: number, options: { evicted: (chunk: Chunk) => void }) {
     this.#maxBytes = maxBytes;
+    this.#evicted = options.evicted;
   }
 
   push(chunk: Chunk): void {
@@ -851,7 +873,7 @@ class RecentChunks {
     if (last !== undefined && last.firstId + last.count !== chunk.firstId) this.clear();
     this.#chunks.push(chunk);
     this.#bytes += chunk.lines.byteLength;
-    while (this.#bytes > this.#maxBytes && this.#chunks.length > 1) this.#shift();
+    while (this.#bytes > this.#maxBytes && this.#chunks.length > 1) this.#evicted(this.#shift());
   }
 
   /** The chunk holding record `id`, when it is here. */
@@ -890,11 +912,10 @@ class RecentChunks {
     while (this.#chunks.length > 0) {
       const first = this.#chunks[0];
       if (first.firstId + first.count - 1 > id) break;
-      this.#shift();
       // Every sink is done with it (sinks give the bytes back when a write settles, see
       // Sink.writeLines): freed now, not at the next full garbage collection, which a drain
       // would otherwise wait for with tens of megabytes of such chunks.
-      (first.lines.buffer as ArrayBuffer).transfer(0);
+      release(this.#shift());
     }
   }
 
@@ -903,9 +924,16 @@ class RecentChunks {
     this.#bytes = 0;
   }
 
-  #shift(): void {
-    this.#bytes -= this.#chunks.shift()!.lines.byteLength;
+  #shift(): Chunk {
+    const chunk = this.#chunks.shift()!;
+    this.#bytes -= chunk.lines.byteLength;
+    return chunk;
   }
+}
+
+/** Frees a chunk's JSON Lines bytes now, rather than at the next full garbage collection. */
+function release(chunk: Chunk): void {
+  (chunk.lines.buffer as ArrayBuffer).transfer(0);
 }
 
 const encoder = new TextEncoder();

@@ -228,6 +228,35 @@ Deno.test("a chunk read back from the database is freed once every sink has deli
   }
 });
 
+Deno.test("a chunk pushed out of memory is freed unless a sink's unacknowledged batch holds it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "spool_throughput_test_" });
+  // Memory for one chunk: each append pushes the one before out, to be read back from the database.
+  const spool = Spool.open({
+    path: `${dir}/spool.db`,
+    sinks: ["file", "webhook"],
+    maxBytes: 2 ** 30,
+    memoryBytes: 0,
+  });
+  try {
+    const first = chunk(['{"n":1}'], [TOPIC]);
+    const second = chunk(['{"n":2}'], [TOPIC]);
+    spool.appendChunks([first]);
+    const held = spool.readBatch("webhook", 1).lines();
+    spool.appendChunks([second]);
+    assert.equal(new TextDecoder().decode(held), '{"n":1}\n', "the webhook's batch still reads it");
+    spool.appendChunks([chunk(['{"n":3}'], [TOPIC])]);
+    assert.equal(second.lines.byteLength, 0, "no batch held the second chunk: freed");
+    assert.equal(
+      new TextDecoder().decode(spool.readBatch("file", 10).lines()),
+      '{"n":1}\n{"n":2}\n{"n":3}\n',
+      "read back from the database",
+    );
+  } finally {
+    spool.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a chunk whose parts disagree is refused, and the append it was in leaves nothing", async () => {
   await withSpool((open) => {
     const spool = open();
