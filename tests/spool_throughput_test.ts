@@ -38,6 +38,7 @@ function chunk(texts: string[], topics: string[], receivedAt = 1000): SpoolChunk
 
 async function withSpool(
   test: (open: (memoryBytes?: number) => Spool, path: string) => void | Promise<void>,
+  sinks: string[] = ["file"],
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "spool_throughput_test_" });
   const opened: Spool[] = [];
@@ -45,7 +46,7 @@ async function withSpool(
     await test((memoryBytes) => {
       const spool = Spool.open({
         path: `${dir}/spool.db`,
-        sinks: ["file"],
+        sinks,
         maxBytes: 2 ** 30,
         memoryBytes,
       });
@@ -174,13 +175,8 @@ Deno.test("a batch reads across chunks: lines are the records' JSON Lines, and e
 });
 
 Deno.test("a chunk's bytes are freed once every sink has delivered its records, not before", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "spool_throughput_test_" });
-  const spool = Spool.open({
-    path: `${dir}/spool.db`,
-    sinks: ["file", "webhook"],
-    maxBytes: 2 ** 30,
-  });
-  try {
+  await withSpool((open) => {
+    const spool = open();
     const first = chunk(['{"n":1}', '{"n":2}'], [TOPIC, TOPIC]);
     const second = chunk(['{"n":3}'], [TOPIC]);
     spool.appendChunks([first, second]);
@@ -193,22 +189,13 @@ Deno.test("a chunk's bytes are freed once every sink has delivered its records, 
     assert.equal(first.lines.byteLength, 0, "both sinks have delivered the first chunk");
     assert.equal(second.lines.byteLength, 8);
     assert.equal(new TextDecoder().decode(spool.readBatch("webhook", 10).lines()), '{"n":3}\n');
-  } finally {
-    spool.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  }, ["file", "webhook"]);
 });
 
 Deno.test("a chunk read back from the database is freed once every sink has delivered it", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "spool_throughput_test_" });
-  // No memory for recent chunks: sinks read every chunk back from the database.
-  const spool = Spool.open({
-    path: `${dir}/spool.db`,
-    sinks: ["file", "webhook"],
-    maxBytes: 2 ** 30,
-    memoryBytes: 0,
-  });
-  try {
+  await withSpool((open) => {
+    // No memory for recent chunks: sinks read every chunk back from the database.
+    const spool = open(0);
     spool.appendChunks([chunk(['{"n":1}', '{"n":2}'], [TOPIC, TOPIC])]);
     spool.appendChunks([chunk(['{"n":3}'], [TOPIC])]);
     spool.appendChunks([chunk(['{"n":4}'], [TOPIC])]);
@@ -222,22 +209,13 @@ Deno.test("a chunk read back from the database is freed once every sink has deli
       new TextDecoder().decode(spool.readBatch("webhook", 10).lines()),
       '{"n":3}\n{"n":4}\n',
     );
-  } finally {
-    spool.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  }, ["file", "webhook"]);
 });
 
 Deno.test("a chunk pushed out of memory is freed unless a sink's unacknowledged batch holds it", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "spool_throughput_test_" });
-  // Memory for one chunk: each append pushes the one before out, to be read back from the database.
-  const spool = Spool.open({
-    path: `${dir}/spool.db`,
-    sinks: ["file", "webhook"],
-    maxBytes: 2 ** 30,
-    memoryBytes: 0,
-  });
-  try {
+  await withSpool((open) => {
+    // Memory for one chunk: each append pushes the one before out, to be read back from the database.
+    const spool = open(0);
     const first = chunk(['{"n":1}'], [TOPIC]);
     const second = chunk(['{"n":2}'], [TOPIC]);
     spool.appendChunks([first]);
@@ -251,10 +229,7 @@ Deno.test("a chunk pushed out of memory is freed unless a sink's unacknowledged 
       '{"n":1}\n{"n":2}\n{"n":3}\n',
       "read back from the database",
     );
-  } finally {
-    spool.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  }, ["file", "webhook"]);
 });
 
 Deno.test("a chunk whose parts disagree is refused, and the append it was in leaves nothing", async () => {
