@@ -238,30 +238,33 @@ class WebhookSink implements Sink {
       const signature = await crypto.subtle.sign("HMAC", this.#key, body);
       headers.set("x-gridrelay-signature", `sha256=${hex(signature)}`);
     }
-    const timeout = AbortSignal.timeout(this.#timeoutMs);
-    const requestSignal = AbortSignal.any([signal, timeout]);
-    let response: Response;
+    const request = new RequestDeadline(signal, this.#timeoutMs);
     try {
-      response = await fetch(this.#url, {
-        method: "POST",
-        headers,
-        body,
-        signal: requestSignal,
-        // A POST must not turn into a GET, nor carry Authorization elsewhere, behind our back.
-        redirect: "manual",
-      });
-    } catch (error) {
-      throw this.#requestError(error, signal, timeout);
-    }
-    try {
-      return await this.#verdict(response);
-    } catch (error) {
-      if (error instanceof RetryLaterError || error instanceof WebhookError) throw error;
-      // Reading the answer failed: the same causes as a failed request.
-      throw this.#requestError(error, signal, timeout);
+      let response: Response;
+      try {
+        response = await fetch(this.#url, {
+          method: "POST",
+          headers,
+          body,
+          signal: request.signal,
+          // A POST must not turn into a GET, nor carry Authorization elsewhere, behind our back.
+          redirect: "manual",
+        });
+      } catch (error) {
+        throw this.#requestError(error, signal, request);
+      }
+      try {
+        return await this.#verdict(response);
+      } catch (error) {
+        if (error instanceof RetryLaterError || error instanceof WebhookError) throw error;
+        // Reading the answer failed: the same causes as a failed request.
+        throw this.#requestError(error, signal, request);
+      } finally {
+        // A body left unread holds the connection; cancelling a read one is harmless.
+        await response.body?.cancel().catch(() => {});
+      }
     } finally {
-      // A body left unread holds the connection; cancelling a read one is harmless.
-      await response.body?.cancel().catch(() => {});
+      request.settled();
     }
   }
 
@@ -297,10 +300,10 @@ class WebhookSink implements Sink {
     throw new WebhookError(`The webhook ${this.#endpoint} answered ${answer}, which is not HTTP`);
   }
 
-  #requestError(error: unknown, signal: AbortSignal, timeout: AbortSignal): unknown {
+  #requestError(error: unknown, signal: AbortSignal, request: RequestDeadline): unknown {
     // The runner's abort (shutdown) is passed on as is: it is not a failure of the endpoint.
     if (signal.aborted) return signal.reason;
-    if (timeout.aborted) {
+    if (request.timedOut) {
       return new WebhookError(
         `The webhook ${this.#endpoint} did not answer within WEBHOOK_TIMEOUT_MS=${this.#timeoutMs} ms; retrying`,
       );
@@ -308,6 +311,45 @@ class WebhookSink implements Sink {
     return new WebhookError(
       `Cannot reach the webhook ${this.#endpoint}: ${networkReason(error)}; retrying`,
     );
+  }
+}
+
+/**
+ * One request's signal: aborts when the runner's signal does or when the
+ * request has taken `timeoutMs`. Its timer and listener go as soon as the
+ * request settles. (`AbortSignal.timeout` would keep its timer, and with it
+ * the signals, for the whole timeout after every answer: at hundreds of
+ * requests a second, thousands of them alive at once.)
+ */
+class RequestDeadline {
+  readonly #controller = new AbortController();
+  readonly #outer: AbortSignal;
+  readonly #onAbort: () => void;
+  readonly #timer: ReturnType<typeof setTimeout>;
+  #timedOut = false;
+
+  constructor(outer: AbortSignal, timeoutMs: number) {
+    this.#outer = outer;
+    this.#onAbort = () => this.#controller.abort(outer.reason);
+    outer.addEventListener("abort", this.#onAbort, { once: true });
+    this.#timer = setTimeout(() => {
+      this.#timedOut = true;
+      this.#controller.abort(new DOMException("The request timed out.", "TimeoutError"));
+    }, timeoutMs);
+  }
+
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /** Whether the request ran out of time (rather than being aborted by the runner). */
+  get timedOut(): boolean {
+    return this.#timedOut;
+  }
+
+  settled(): void {
+    clearTimeout(this.#timer);
+    this.#outer.removeEventListener("abort", this.#onAbort);
   }
 }
 
