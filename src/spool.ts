@@ -141,10 +141,16 @@ export interface AcknowledgeOptions {
 /** WAL pages (4 KiB each) after which a commit checkpoints them into the database. */
 const WAL_CHECKPOINT_PAGES = 16_384;
 
-/** How much of the newest chunks the spool keeps in memory for sinks that keep up. */
+/**
+ * How much of the newest chunks the spool keeps in memory for sinks that keep up. Only while
+ * one does: chunks no sink will read from memory go at once (see Spool.#trimMemory).
+ */
 const RECENT_CHUNKS_MAX_BYTES = 4 * 2 ** 20;
 
-/** Chunks read back from the database that stay in memory, for a sink reading one in parts. */
+/**
+ * Most chunks read back from the database kept in memory. Normally fewer stay: one per sink
+ * that is reading one in parts (see Spool.#trimMemory).
+ */
 const LOADED_CHUNKS_KEPT = 4;
 
 // Bumped when the schema changes; open() upgrades an older database and refuses a newer one.
@@ -403,6 +409,7 @@ export class Spool {
     });
     for (const chunk of stored) this.#recent.push(chunk);
     this.#lastId = lastId;
+    this.#trimMemory();
     this.#bytes += added;
     if (changed) this.#notify();
   }
@@ -495,6 +502,7 @@ export class Spool {
     if ((this.#batchEnds.get(sink) ?? 0) <= next) this.#batchEnds.delete(sink);
     if (floor > this.#floor) this.#forgetThrough(floor);
     this.#floor = floor;
+    this.#trimMemory();
     this.#bytes += added - removed;
     this.#notify();
   }
@@ -700,6 +708,34 @@ export class Spool {
     }
   }
 
+  /**
+   * Frees what no sink will read from memory: the recent chunks wholly before the first sink
+   * reading among them (all but the newest when every sink is behind them, reading back from
+   * the database: a sink that lags a drain would reach them only after they were pushed out),
+   * and chunks read back that hold no sink's next record (a sink reads forward, so it is done
+   * with them). Chunks a sink's unacknowledged batch holds stay.
+   */
+  #trimMemory(): void {
+    const oldestRecent = this.#recent.firstId;
+    let firstReader = Infinity;
+    for (const cursor of this.#cursors.values()) {
+      if (oldestRecent !== undefined && cursor + 1 >= oldestRecent) {
+        firstReader = Math.min(firstReader, cursor + 1);
+      }
+    }
+    this.#recent.pushOutBefore(firstReader, (chunk) => this.#lent(chunk));
+    for (const [firstId, chunk] of this.#loaded) {
+      if (this.#lent(chunk)) continue;
+      let next = false;
+      for (const cursor of this.#cursors.values()) {
+        next ||= firstId <= cursor + 1 && cursor + 1 < firstId + chunk.count;
+      }
+      if (next) continue;
+      this.#loaded.delete(firstId);
+      release(chunk);
+    }
+  }
+
   // At open: removes what the remaining cursors have all passed since `previousFloor`, the
   // lowest cursor before sinks were dropped.
   #prune(previousFloor: number): void {
@@ -874,6 +910,23 @@ class RecentChunks {
     this.#chunks.push(chunk);
     this.#bytes += chunk.lines.byteLength;
     while (this.#bytes > this.#maxBytes && this.#chunks.length > 1) this.#evicted(this.#shift());
+  }
+
+  /** The first record id held here, if any. */
+  get firstId(): number | undefined {
+    return this.#chunks[0]?.firstId;
+  }
+
+  /**
+   * Pushes out the chunks whose records all come before `id`, oldest first, up to the first
+   * one `held` says a reader still has; the newest chunk always stays.
+   */
+  pushOutBefore(id: number, held: (chunk: Chunk) => boolean): void {
+    while (this.#chunks.length > 1) {
+      const first = this.#chunks[0];
+      if (first.firstId + first.count > id || held(first)) break;
+      this.#evicted(this.#shift());
+    }
   }
 
   /** The chunk holding record `id`, when it is here. */

@@ -232,6 +232,51 @@ Deno.test("a chunk pushed out of memory is freed unless a sink's unacknowledged 
   }, ["file", "webhook"]);
 });
 
+Deno.test("chunks appended while every sink reads back from the database are freed, all but the newest", async () => {
+  await withSpool((open) => {
+    const before = open();
+    before.append([entry(numbered(1, 3))]);
+    before.close();
+    // After a restart the backlog is on disk only: the sink reads it from there, behind what
+    // arrives now, which it would reach only after it was pushed out of memory anyway.
+    const spool = open();
+    const arriving = [chunk(['{"n":4}'], [TOPIC]), chunk(['{"n":5}'], [TOPIC])];
+    const newest = chunk(['{"n":6}'], [TOPIC]);
+    for (const next of [...arriving, newest]) spool.appendChunks([next]);
+    assert.deepEqual(arriving.map((next) => next.lines.byteLength), [0, 0], "freed at once");
+    assert.equal(newest.lines.byteLength, 8, "where the sink will catch up");
+    assert.deepEqual(
+      readAll(spool).map((record) => record.text),
+      [...numbered(1, 3), '{"n":4}', '{"n":5}', '{"n":6}'],
+      "read back from the database",
+    );
+  });
+});
+
+Deno.test("a chunk read back from the database is freed once no sink reads in it, delivered or not", async () => {
+  await withSpool((open) => {
+    // No memory for recent chunks beyond the newest: sinks read the others back from the database.
+    const spool = open(0);
+    for (const texts of [['{"n":1}', '{"n":2}'], ['{"n":3}'], ['{"n":4}'], ['{"n":5}']]) {
+      spool.appendChunks([chunk(texts, texts.map(() => TOPIC))]);
+    }
+    spool.acknowledge("webhook", spool.readBatch("webhook", 2).lastId);
+    const third = spool.readBatch("webhook", 1).lines();
+    assert.equal(new TextDecoder().decode(third), '{"n":3}\n');
+    spool.acknowledge("webhook", 3);
+    assert.equal(
+      third.byteLength,
+      0,
+      "the webhook has moved on; the file sink is still in record 1",
+    );
+    assert.deepEqual(
+      readAll(spool).map((record) => record.text),
+      ['{"n":1}', '{"n":2}', '{"n":3}', '{"n":4}', '{"n":5}'],
+      "the file sink reads it back again",
+    );
+  }, ["file", "webhook"]);
+});
+
 Deno.test("a chunk whose parts disagree is refused, and the append it was in leaves nothing", async () => {
   await withSpool((open) => {
     const spool = open();
