@@ -6,7 +6,7 @@
  * @module
  */
 
-import { workerCommand, workerEnvironment } from "../scripts/start.ts";
+import * as thisLauncher from "../scripts/start.ts";
 
 const REPO_ROOT = new URL("../", import.meta.url);
 
@@ -27,6 +27,8 @@ const STOP_TIMEOUT_MS = 20_000;
 export interface GridrelayOptions {
   /** The worker's whole configuration; `HTTP_PORT` is required, the benchmark reads `/metrics`. */
   readonly env: Record<string, string>;
+  /** The checkout to run (a URL ending in a slash), with its own launcher; default this one. */
+  readonly root?: URL;
   /** Write a V8 CPU profile (`.cpuprofile`) to this folder at exit. */
   readonly cpuProfileDir?: string;
   /** Extra `deno run` flags, e.g. `--v8-flags=--max-semi-space-size=2`. */
@@ -38,7 +40,7 @@ export interface GridrelayOptions {
  *
  * @example
  * ```ts
- * await using worker = startGridrelay({ env });
+ * await using worker = await startGridrelay({ env });
  * await worker.waitForLog(/Connected to/, 30_000);
  * const delivered = await worker.delivered("file");
  * ```
@@ -215,11 +217,11 @@ export class GridrelayProcess implements AsyncDisposable {
  *
  * @example
  * ```ts
- * const worker = startGridrelay({ env: { MQTT_URL: broker.url, SINKS: "file", HTTP_PORT: "9464" } });
+ * const worker = await startGridrelay({ env: { MQTT_URL: broker.url, SINKS: "file", HTTP_PORT: "9464" } });
  * await worker.stop();
  * ```
  */
-export function startGridrelay(options: GridrelayOptions): GridrelayProcess {
+export async function startGridrelay(options: GridrelayOptions): Promise<GridrelayProcess> {
   const port = Number(options.env.HTTP_PORT);
   if (!(port > 0)) throw new Error("startGridrelay needs HTTP_PORT: the benchmark reads /metrics");
   const env: Record<string, string> = { NO_COLOR: "1" };
@@ -231,11 +233,16 @@ export function startGridrelay(options: GridrelayOptions): GridrelayProcess {
     ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`]
     : [];
   // The launcher's own command: run …flags… mod.ts; extra flags go before the entry point.
-  const { args } = workerCommand(options.env, { cwd: REPO_ROOT.pathname });
+  const root = (options.root ?? REPO_ROOT).pathname;
+  // Another checkout runs with its own launcher: its flags and process defaults are part of it.
+  const { workerCommand, workerEnvironment }: typeof thisLauncher = options.root === undefined
+    ? thisLauncher
+    : await import(new URL("scripts/start.ts", options.root).href);
+  const { args } = workerCommand(options.env, { cwd: root });
   const entry = args.pop()!;
   const child = new Deno.Command(Deno.execPath(), {
     args: [...args, ...profile, ...(options.denoFlags ?? []), entry],
-    cwd: REPO_ROOT.pathname,
+    cwd: root,
     clearEnv: true,
     env: workerEnvironment({ ...env, ...options.env }),
     stdin: "null",

@@ -59,6 +59,8 @@ const HELP = `deno task bench [options]
   --outage-seconds S  webhook outage at the steady rate, memory sampled; 0 skips (default 60)
   --cpu-prof DIR      run gridrelay under --cpu-prof, profiles in DIR
   --deno-flag FLAG    an extra flag for gridrelay's deno run (repeatable)
+  --compare DIR       also drain every gridrelay row with the checkout in DIR (e.g. a git
+                      worktree of main), interleaved with this one's: an A/B of a change
 `;
 
 /** One request per record is slow by nature: that row times its first records only. */
@@ -75,6 +77,15 @@ interface BenchOptions {
   readonly outageSeconds: number;
   readonly cpuProfileDir?: string;
   readonly denoFlags: readonly string[];
+  /** Another checkout whose gridrelay drains beside this one's. */
+  readonly compare?: URL;
+}
+
+/** One row of the drains: which drain, from which checkout. */
+interface Lane {
+  readonly row: Row;
+  readonly root: URL;
+  readonly label: string;
 }
 
 /** One drain of one backlog. */
@@ -124,7 +135,8 @@ async function main(): Promise<void> {
   };
   Deno.addSignalListener("SIGINT", onInterrupt);
   try {
-    await warmCache();
+    await warmCache(REPO_ROOT);
+    if (options.compare) await warmCache(options.compare);
     const webhookAvailable = await exists(new URL("sinks/webhook.ts", REPO_ROOT));
     const results: Result[] = [];
     for (const window of options.windows) {
@@ -155,6 +167,7 @@ function readOptions(): BenchOptions | undefined {
       "outage-seconds": { type: "string" },
       "cpu-prof": { type: "string" },
       "deno-flag": { type: "string", multiple: true },
+      compare: { type: "string" },
       help: { type: "boolean" },
     },
   });
@@ -181,18 +194,30 @@ function readOptions(): BenchOptions | undefined {
     outageSeconds: number("outage-seconds", values["outage-seconds"], 60, 0),
     cpuProfileDir: values["cpu-prof"],
     denoFlags: values["deno-flag"] ?? [],
+    compare: values.compare === undefined ? undefined : checkoutUrl(values.compare),
   };
 }
 
+/** `--compare`'s directory as a URL ending in a slash; it must hold a gridrelay. */
+function checkoutUrl(dir: string): URL {
+  const url = new URL(`file://${Deno.realPathSync(dir)}/`);
+  try {
+    Deno.statSync(new URL("mod.ts", url));
+  } catch {
+    throw new Error(`--compare=${dir} is invalid: expected a gridrelay checkout, with a mod.ts`);
+  }
+  return url;
+}
+
 /** Compiles mod.ts and the bare subscriber once, so no run pays for it. */
-async function warmCache(): Promise<void> {
+async function warmCache(root: URL): Promise<void> {
   const output = await new Deno.Command(Deno.execPath(), {
     args: [
       "cache",
       "--config",
-      new URL("deno.json", REPO_ROOT).pathname,
-      new URL("mod.ts", REPO_ROOT).pathname,
-      new URL("src/pipeline_worker.ts", REPO_ROOT).pathname,
+      new URL("deno.json", root).pathname,
+      new URL("mod.ts", root).pathname,
+      new URL("src/pipeline_worker.ts", root).pathname,
       new URL("bench/bare_subscriber.ts", REPO_ROOT).pathname,
     ],
     stdout: "null",
@@ -231,14 +256,24 @@ async function drainBacklogs(
 ): Promise<Result[]> {
   const { messages, repeat } = options;
   const rows = options.rows.filter((row) => ROWS[row].sink !== "webhook" || webhookAvailable);
+  const lanes: Lane[] = rows.flatMap((row) => {
+    const lane = { row, root: REPO_ROOT, label: ROWS[row].label };
+    if (options.compare === undefined || row === "bare") return [lane];
+    return [lane, {
+      row,
+      root: options.compare,
+      label: `${lane.label} [${options.compare.pathname}]`,
+    }];
+  });
   console.error(
-    `\n# max_inflight_messages ${window}: queueing ${messages} messages for ${rows.length} row(s) × ${repeat}`,
+    `\n# max_inflight_messages ${window}: queueing ${messages} messages for ${lanes.length} row(s) × ${repeat}`,
   );
   const broker = await benchBroker(window);
-  const clientId = (row: Row, round: number) => `bench-${row}-${window}-${round}`;
+  const clientId = (lane: number, round: number) =>
+    `bench-${lanes[lane].row}-${lane}-${window}-${round}`;
   await createSessions(
     broker.url,
-    rows.flatMap((row) => Array.from({ length: repeat }, (_, round) => clientId(row, round))),
+    lanes.flatMap((_, lane) => Array.from({ length: repeat }, (_, round) => clientId(lane, round))),
   );
   const publishSeconds = await publishBacklog(broker.url, {
     messages,
@@ -253,15 +288,23 @@ async function drainBacklogs(
   );
   const brokerPid = await mosquittoPid(broker);
   const timeoutMs = Math.max(60_000, messages * 5);
-  const drains = new Map<Row, Drain[]>(rows.map((row) => [row, []]));
+  const drains: Drain[][] = lanes.map(() => []);
   for (let round = 0; round < repeat; round++) {
-    for (const row of rows) {
+    for (const [index, lane] of lanes.entries()) {
+      const { row } = lane;
       const brokerCpu = await processCpuSeconds(brokerPid);
       const drain = row === "bare"
-        ? await drainBare(broker, clientId(row, round), messages, timeoutMs, options.cpuProfileDir)
+        ? await drainBare(
+          broker,
+          clientId(index, round),
+          messages,
+          timeoutMs,
+          options.cpuProfileDir,
+        )
         : await drainGridrelay(broker, {
           row,
-          clientId: clientId(row, round),
+          root: lane.root,
+          clientId: clientId(index, round),
           messages,
           timeoutMs,
           options,
@@ -270,20 +313,20 @@ async function drainBacklogs(
         ...drain,
         brokerCpuSeconds: await processCpuSeconds(brokerPid) - brokerCpu,
       };
-      drains.get(row)!.push(measured);
-      console.error(`  ${round + 1}/${repeat} ${ROWS[row].label}: ${describeDrain(measured)}`);
+      drains[index].push(measured);
+      console.error(`  ${round + 1}/${repeat} ${lane.label}: ${describeDrain(measured)}`);
     }
   }
   await broker.stop();
-  const bare = drains.get("bare");
-  const results: Result[] = rows.map((row) => ({
-    label: ROWS[row].label,
+  const bare = drains[lanes.findIndex((lane) => lane.row === "bare")];
+  const results: Result[] = lanes.map(({ row, label }, index) => ({
+    label,
     window,
     row,
-    drains: drains.get(row)!,
+    drains: drains[index],
     ratio: row === "bare" || bare === undefined
       ? undefined
-      : median(drains.get(row)!.map((drain, round) => drain.rate / bare[round].rate)),
+      : median(drains[index].map((drain, round) => drain.rate / bare[round].rate)),
     note: row === "webhook-single"
       ? `first ${Math.min(messages, SINGLE_WEBHOOK_RECORDS)} records`
       : undefined,
@@ -364,6 +407,7 @@ async function drainGridrelay(
   broker: Broker,
   run: {
     row: Exclude<Row, "bare">;
+    root: URL;
     clientId: string;
     messages: number;
     timeoutMs: number;
@@ -383,13 +427,14 @@ async function drainGridrelay(
   owned.push(cleanup);
   try {
     if (sink === "webhook") webhook = startWebhookServer();
-    worker = startGridrelay({
+    worker = await startGridrelay({
       env: {
         ...workerEnv(broker, dir, run.clientId),
         SINKS: sink,
         ...(webhook ? { WEBHOOK_URL: webhook.url } : {}),
         ...(run.row === "webhook" ? { WEBHOOK_BATCH_SIZE: "100" } : {}),
       },
+      root: run.root,
       cpuProfileDir: run.options.cpuProfileDir,
       denoFlags: run.options.denoFlags,
     });
@@ -463,7 +508,7 @@ async function steadyLatency(options: BenchOptions): Promise<Result> {
   };
   owned.push(cleanup);
   try {
-    worker = startGridrelay({
+    worker = await startGridrelay({
       env: { ...workerEnv(broker, dir, "bench-latency"), SINKS: "file" },
       cpuProfileDir: options.cpuProfileDir,
       denoFlags: options.denoFlags,
@@ -529,7 +574,7 @@ async function webhookOutage(options: BenchOptions): Promise<void> {
   owned.push(cleanup);
   try {
     webhook.failing = true;
-    worker = startGridrelay({
+    worker = await startGridrelay({
       env: {
         ...workerEnv(broker, dir, "bench-outage"),
         SINKS: "webhook",
