@@ -308,6 +308,34 @@ Deno.test("a chunk delivered in part keeps only its pending records' bytes, acro
   });
 });
 
+Deno.test("delivered one record at a time, a chunk's row goes once its last record is delivered", async () => {
+  await withSpool((open, path) => {
+    // Closed first: the spool holds its database in exclusive mode.
+    const rowsAfterClosing = (spool: Spool) => {
+      spool.close();
+      const db = new DatabaseSync(path, { readOnly: true });
+      try {
+        return db.prepare("SELECT first_id FROM chunks ORDER BY first_id").all()
+          .map((row) => Number(row.first_id));
+      } finally {
+        db.close();
+      }
+    };
+    const spool = open();
+    spool.appendChunks([chunk(numbered(1, 3), Array(3).fill(TOPIC))]);
+    spool.appendChunks([chunk(numbered(4, 2), Array(2).fill(TOPIC))]);
+    for (const id of [1, 2, 3]) spool.acknowledge("file", id);
+    assert.deepEqual(rowsAfterClosing(spool), [4], "chunks in memory");
+    // After a restart the second chunk is read back from the database.
+    const reopened = open();
+    assert.equal(reopened.readBatch("file", 1).length, 1);
+    reopened.acknowledge("file", 4);
+    assert.equal(reopened.readBatch("file", 1).length, 1);
+    reopened.acknowledge("file", 5);
+    assert.deepEqual(rowsAfterClosing(reopened), [], "a chunk read back from the database");
+  });
+});
+
 Deno.test("a spool written by the first version (a row per record) is upgraded with every pending record", async () => {
   await withSpool((open, path) => {
     const old = new DatabaseSync(path);
