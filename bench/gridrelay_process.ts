@@ -31,6 +31,8 @@ export interface GridrelayOptions {
   readonly root?: URL;
   /** Write a V8 CPU profile (`.cpuprofile`) to this folder at exit. */
   readonly cpuProfileDir?: string;
+  /** Keep the worker's log in `<logDir>/<pid>.log` once it has stopped. */
+  readonly logDir?: string;
   /** Extra `deno run` flags, e.g. `--v8-flags=--max-semi-space-size=2`. */
   readonly denoFlags?: readonly string[];
 }
@@ -54,11 +56,13 @@ export class GridrelayProcess implements AsyncDisposable {
   readonly #waiters = new Set<() => void>();
   readonly #pump: Promise<void>;
   readonly #status: Promise<Deno.CommandStatus>;
+  readonly #logDir?: string;
   #exited = false;
 
-  constructor(child: Deno.ChildProcess, port: number) {
+  constructor(child: Deno.ChildProcess, port: number, logDir?: string) {
     this.#child = child;
     this.#port = port;
+    this.#logDir = logDir;
     this.#status = child.status.then((status) => {
       this.#exited = true;
       this.#wake();
@@ -180,6 +184,9 @@ export class GridrelayProcess implements AsyncDisposable {
     }
     const status = await this.#status;
     await this.#pump;
+    if (this.#logDir !== undefined) {
+      await Deno.writeTextFile(`${this.#logDir}/${this.pid}.log`, this.#lines.join("\n") + "\n");
+    }
     return status.code;
   }
 
@@ -249,7 +256,7 @@ export async function startGridrelay(options: GridrelayOptions): Promise<Gridrel
     stdout: "null",
     stderr: "piped",
   }).spawn();
-  return new GridrelayProcess(child, port);
+  return new GridrelayProcess(child, port, options.logDir);
 }
 
 /**

@@ -61,6 +61,7 @@ const HELP = `deno task bench [options]
   --deno-flag FLAG    an extra flag for gridrelay's deno run (repeatable)
   --compare DIR       also drain every gridrelay row with the checkout in DIR (e.g. a git
                       worktree of main), interleaved with this one's: an A/B of a change
+  --worker-logs DIR   keep each gridrelay worker's log (its stderr) as DIR/<pid>.log
 `;
 
 /** One request per record is slow by nature: that row times its first records only. */
@@ -79,6 +80,7 @@ interface BenchOptions {
   readonly denoFlags: readonly string[];
   /** Another checkout whose gridrelay drains beside this one's. */
   readonly compare?: URL;
+  readonly workerLogs?: string;
 }
 
 /** One row of the drains: which drain, from which checkout. */
@@ -168,6 +170,7 @@ function readOptions(): BenchOptions | undefined {
       "cpu-prof": { type: "string" },
       "deno-flag": { type: "string", multiple: true },
       compare: { type: "string" },
+      "worker-logs": { type: "string" },
       help: { type: "boolean" },
     },
   });
@@ -195,6 +198,7 @@ function readOptions(): BenchOptions | undefined {
     cpuProfileDir: values["cpu-prof"],
     denoFlags: values["deno-flag"] ?? [],
     compare: values.compare === undefined ? undefined : checkoutUrl(values.compare),
+    workerLogs: values["worker-logs"],
   };
 }
 
@@ -437,6 +441,7 @@ async function drainGridrelay(
       root: run.root,
       cpuProfileDir: run.options.cpuProfileDir,
       denoFlags: run.options.denoFlags,
+      logDir: run.options.workerLogs,
     });
     const timed = run.row === "webhook-single"
       ? Math.min(run.messages, SINGLE_WEBHOOK_RECORDS)
@@ -512,6 +517,7 @@ async function steadyLatency(options: BenchOptions): Promise<Result> {
       env: { ...workerEnv(broker, dir, "bench-latency"), SINKS: "file" },
       cpuProfileDir: options.cpuProfileDir,
       denoFlags: options.denoFlags,
+      logDir: options.workerLogs,
     });
     await worker.waitForLog(/Subscribed to/, 60_000);
     const warmup = await publishSteadily(broker.url, {
@@ -582,6 +588,7 @@ async function webhookOutage(options: BenchOptions): Promise<void> {
         WEBHOOK_BATCH_SIZE: "100",
       },
       denoFlags: options.denoFlags,
+      logDir: options.workerLogs,
     });
     await worker.waitForLog(/Subscribed to/, 60_000);
     const samples: Array<{ at: number; rss: number }> = [];
