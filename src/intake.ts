@@ -52,12 +52,11 @@ const DEFAULT_MAX_PENDING = { messages: 8000, bytes: 16 * 2 ** 20 };
  */
 const MAX_BURSTS_IN_PIPELINE = 1;
 /**
- * A burst bigger than this goes to the pipeline even while it is busy. Each burst's buffers
- * (payloads, the pipeline's output, its spool chunk, read back whole by a lagging sink) are
- * megabytes at 2000 messages and fragment the malloc heap; at 500 the peak of a drain is
- * 5–15 MiB lower at the same CPU per message.
+ * A burst bigger than this goes to the pipeline even while it is busy. Smaller bursts make
+ * smaller buffers (500: 5–15 MiB less at a drain's peak) but cost 6–10 % more CPU per message
+ * (bench --compare, 2026-12-03), which the file sink's throughput target cannot spare.
  */
-const MAX_BURST_MESSAGES = 500;
+const MAX_BURST_MESSAGES = 2000;
 
 /**
  * The messages taken in one turn of the event loop (or several, while the
