@@ -6,6 +6,7 @@
  * @module
  */
 
+import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { type Broker, startBroker } from "../tests/_helpers/broker.ts";
 import { missingTools } from "../tests/_helpers/require.ts";
@@ -204,13 +205,13 @@ function readOptions(): BenchOptions | undefined {
 
 /** `--compare`'s directory as a URL ending in a slash; it must hold a gridrelay. */
 function checkoutUrl(dir: string): URL {
-  const url = new URL(`file://${Deno.realPathSync(dir)}/`);
   try {
+    const url = pathToFileURL(`${Deno.realPathSync(dir)}/`);
     Deno.statSync(new URL("mod.ts", url));
+    return url;
   } catch {
     throw new Error(`--compare=${dir} is invalid: expected a gridrelay checkout, with a mod.ts`);
   }
-  return url;
 }
 
 /** Compiles mod.ts and the bare subscriber once, so no run pays for it. */
