@@ -92,6 +92,11 @@ export class PayloadBatch {
     return this.topics.length;
   }
 
+  /** How many bytes of payload are packed (those kept apart not counted). */
+  get byteLength(): number {
+    return this.#used;
+  }
+
   /** Adds `message`, its payload copied (or, over the limit, kept as it is). */
   add(message: Message): void {
     const index = this.topics.length;

@@ -61,6 +61,20 @@ export function inlinePipeline(pipeline: (message: Message) => PipelineResult): 
   };
 }
 
+/**
+ * Bursts of at most this many bytes of payload run on the calling thread:
+ * the round trip to the thread (two messages, two thread wake-ups) costs more
+ * than the pipeline does on a few payloads. At a steady rate most bursts are
+ * one message, so this is the common case; a drain's bursts are far larger.
+ */
+export const INLINE_MAX_BYTES = 16 * 1024;
+
+/** Options of {@linkcode PipelineThread}. */
+export interface PipelineThreadOptions {
+  /** Batches of at most this many payload bytes run on the calling thread (default {@linkcode INLINE_MAX_BYTES}). */
+  readonly inlineMaxBytes?: number;
+}
+
 interface InFlight {
   readonly resolve: (outcome: BatchOutcome) => void;
   readonly reject: (error: Error) => void;
@@ -86,15 +100,17 @@ export class PipelineThread implements PipelineRunner {
   readonly #inline: (messages: readonly Message[]) => BatchOutcome;
   readonly #inFlight = new Map<number, InFlight>();
   readonly #maxPayloadBytes: number;
+  readonly #inlineMaxBytes: number;
   /** Whether the pipeline reads topics and receipt times (for RECORD_META). */
   readonly #sendsMeta: boolean;
   #worker?: Worker;
   #nextId = 0;
 
   /** Starts the thread; throws a `RangeError` for bad options, as {@linkcode createPipeline} does. */
-  constructor(options: PipelineOptions) {
+  constructor(options: PipelineOptions, threadOptions: PipelineThreadOptions = {}) {
     this.#inline = createBatchPipeline(options);
     this.#maxPayloadBytes = options.maxPayloadBytes;
+    this.#inlineMaxBytes = threadOptions.inlineMaxBytes ?? INLINE_MAX_BYTES;
     this.#sendsMeta = options.recordMeta.length > 0;
     const module = new URL("./pipeline_worker.ts", import.meta.url);
     const missing = missingReadAccess(module);
@@ -129,13 +145,16 @@ export class PipelineThread implements PipelineRunner {
   }
 
   /**
-   * Runs the pipeline over `batch` on the thread. Rejects only if the thread
-   * dies while it has them: they must then stay unacknowledged (the broker
-   * sends them again), since their payloads went to the thread.
+   * Runs the pipeline over `batch` on the thread, or here when it is small
+   * (see {@linkcode INLINE_MAX_BYTES}); the outcomes are the same either way.
+   * A small batch may so settle before a larger one sent earlier: a caller
+   * that needs their order awaits them in turn, as the intake does. Rejects only if the
+   * thread dies while it has them: they must then stay unacknowledged (the
+   * broker sends them again), since their payloads went to the thread.
    */
   run(batch: PayloadBatch): Promise<BatchOutcome> {
     const worker = this.#worker;
-    if (worker === undefined || batch.length === 0) {
+    if (worker === undefined || batch.length === 0 || batch.byteLength <= this.#inlineMaxBytes) {
       return Promise.resolve(this.#inline(batch.messages()));
     }
     const count = batch.length;

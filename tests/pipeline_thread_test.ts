@@ -1,6 +1,7 @@
 /**
  * The pipeline on its worker thread answers exactly as on the calling thread,
- * in order, and the intake keeps arrival order from the thread to the spool.
+ * in order; small batches run on the calling thread; and the intake keeps
+ * arrival order from either to the spool.
  */
 import assert from "node:assert/strict";
 import { Intake } from "../src/intake.ts";
@@ -8,7 +9,7 @@ import { createWorkerMetrics } from "../src/metrics.ts";
 import { createPipeline, type PipelineOptions } from "../src/pipeline.ts";
 import { outcomesOf } from "../src/pipeline_batch.ts";
 import { PayloadBatch } from "../src/payload_batch.ts";
-import { inlinePipeline, PipelineThread } from "../src/pipeline_thread.ts";
+import { INLINE_MAX_BYTES, inlinePipeline, PipelineThread } from "../src/pipeline_thread.ts";
 import type { Message } from "../src/record.ts";
 import { Spool } from "../src/spool.ts";
 
@@ -21,6 +22,9 @@ const OPTIONS: PipelineOptions = {
   recordMeta: ["node_id", "received_at"],
   topicNodeLevel: 1,
 };
+
+/** Every batch crosses to the thread, however small: what the thread does is under test. */
+const ALWAYS_THREAD = { inlineMaxBytes: 0 };
 
 const encoder = new TextEncoder();
 
@@ -49,7 +53,7 @@ const PAYLOADS = [
 
 Deno.test("the pipeline thread gives the same outcomes as the calling thread, in order", async () => {
   const messages = Array.from({ length: 60 }, (_, i) => message(i, PAYLOADS[i % PAYLOADS.length]));
-  const thread = new PipelineThread(OPTIONS);
+  const thread = new PipelineThread(OPTIONS, ALWAYS_THREAD);
   try {
     const [onThread, here] = (await Promise.all([
       thread.run(batchOf(thread, messages)),
@@ -65,7 +69,7 @@ Deno.test("the pipeline thread gives the same outcomes as the calling thread, in
 });
 
 Deno.test("batches sent one after the other come back one after the other", async () => {
-  const thread = new PipelineThread(OPTIONS);
+  const thread = new PipelineThread(OPTIONS, ALWAYS_THREAD);
   try {
     const batches = Array.from(
       { length: 10 },
@@ -86,7 +90,7 @@ Deno.test("batches sent one after the other come back one after the other", asyn
 });
 
 Deno.test("a payload over MAX_PAYLOAD_BYTES is rejected without crossing to the thread, in its place", async () => {
-  const thread = new PipelineThread({ ...OPTIONS, maxPayloadBytes: 1024 });
+  const thread = new PipelineThread({ ...OPTIONS, maxPayloadBytes: 1024 }, ALWAYS_THREAD);
   try {
     const huge = { topic: "a/n/u/data", payload: new Uint8Array(4096).fill(0x20), receivedAt: 1 };
     const outcomes = outcomesOf(
@@ -102,14 +106,49 @@ Deno.test("a payload over MAX_PAYLOAD_BYTES is rejected without crossing to the 
   }
 });
 
-Deno.test("after close, the pipeline runs on the calling thread", async () => {
+Deno.test("a burst of a few payloads runs on the calling thread, without waiting for the thread", async () => {
   const thread = new PipelineThread(OPTIONS);
+  try {
+    const small = [message(0, PAYLOADS[0]), message(1, PAYLOADS[2])];
+    let settled = false;
+    const outcome = thread.run(batchOf(thread, small)).then((outcome) => {
+      settled = true;
+      return outcome;
+    });
+    // An answer from the thread needs a turn of the event loop; microtasks are not one.
+    for (let turn = 0; turn < 5; turn++) await Promise.resolve();
+    assert.equal(settled, true);
+    const big = Array.from({ length: 40 }, (_, i) => message(i, PAYLOADS[0] + " ".repeat(512)));
+    assert.ok(big.reduce((sum, m) => sum + m.payload.byteLength, 0) > INLINE_MAX_BYTES);
+    let crossed = false;
+    const bigOutcome = thread.run(batchOf(thread, big)).then((outcome) => {
+      crossed = true;
+      return outcome;
+    });
+    for (let turn = 0; turn < 5; turn++) await Promise.resolve();
+    assert.equal(crossed, false, "a larger burst goes to the thread");
+    const expected = inlinePipeline(createPipeline(OPTIONS));
+    assert.deepEqual(
+      outcomesOf(await outcome),
+      outcomesOf(await expected.run(PayloadBatch.of(small))),
+    );
+    assert.deepEqual(
+      outcomesOf(await bigOutcome),
+      outcomesOf(await expected.run(PayloadBatch.of(big))),
+    );
+  } finally {
+    thread.close();
+  }
+});
+
+Deno.test("after close, the pipeline runs on the calling thread", async () => {
+  const thread = new PipelineThread(OPTIONS, ALWAYS_THREAD);
   thread.close();
   const [outcome] = outcomesOf(await thread.run(batchOf(thread, [message(0, PAYLOADS[0])])));
   assert.equal(outcome.records.length, 1);
 });
 
-Deno.test("the intake spools bursts from the pipeline thread in arrival order, each durable before its promise resolves", async () => {
+Deno.test("the intake spools bursts in arrival order, from the thread or not, each durable before its promise resolves", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pipeline_thread_test_" });
   const spool = Spool.open({ path: `${dir}/spool.db`, sinks: ["file"], maxBytes: 2 ** 30 });
   const thread = new PipelineThread({ ...OPTIONS, recordMeta: [] });
@@ -117,8 +156,13 @@ Deno.test("the intake spools bursts from the pipeline thread in arrival order, e
     const intake = new Intake({ pipeline: thread, spool, metrics: createWorkerMetrics() });
     const durable: Promise<void>[] = [];
     for (let i = 0; i < 300; i++) {
+      // Every other burst of 50 is padded past INLINE_MAX_BYTES: it crosses to the thread, and
+      // the small one after it, run here, must still reach the spool after it.
+      const padding = Math.floor(i / 50) % 2 === 0 ? " ".repeat(512) : "";
       durable.push(
-        intake.accept(message(i, `{"t":${1625576100 + i},"r":[{"_vid":"v","i":${i}}]}`)),
+        intake.accept(
+          message(i, `{"t":${1625576100 + i},"r":[{"_vid":"v","i":${i}}]}${padding}`),
+        ),
       );
       // Several bursts: a new one starts after each macrotask.
       if (i % 50 === 49) await new Promise((resolve) => setTimeout(resolve, 0));
