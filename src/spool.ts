@@ -206,6 +206,11 @@ export class Spool {
   readonly #batchEnds = new Map<string, number>();
   #bytes: number;
   #lastId: number;
+  /**
+   * False once a read found no dead letters, until one is added: the
+   * dead-letter writer reads at every change of the spool, and most find none.
+   */
+  #mayHoldDeadLetters = true;
   // Every record with an id at or below this has been delivered by every sink; chunks wholly
   // below it are removed.
   #floor: number;
@@ -400,6 +405,7 @@ export class Spool {
         for (const line of chunk.deadLetters) {
           const bytes = utf8Length(line);
           insertDeadLetter.run(line, bytes);
+          this.#mayHoldDeadLetters = true;
           added += bytes;
         }
         changed ||= count > 0 || chunk.deadLetters.length > 0;
@@ -491,6 +497,7 @@ export class Spool {
       for (const line of deadLetters) {
         const bytes = utf8Length(line);
         this.#statements.insertDeadLetter.run(line, bytes);
+        this.#mayHoldDeadLetters = true;
         added += bytes;
       }
       floor = next;
@@ -535,6 +542,7 @@ export class Spool {
       for (const line of lines) {
         const bytes = utf8Length(line);
         this.#statements.insertDeadLetter.run(line, bytes);
+        this.#mayHoldDeadLetters = true;
         added += bytes;
       }
       this.#statements.addBytes.run(added);
@@ -552,7 +560,9 @@ export class Spool {
    * ```
    */
   readDeadLetters(limit: number): SpooledDeadLetter[] {
+    if (!this.#mayHoldDeadLetters) return [];
     const rows = this.#statements.readDeadLetters.all(limit);
+    if (rows.length === 0) this.#mayHoldDeadLetters = false;
     return rows.map((row) => ({ id: Number(row.id), line: String(row.line) }));
   }
 

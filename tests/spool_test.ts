@@ -206,6 +206,22 @@ Deno.test("dead letters read oldest first and are removed up to an id", async ()
   });
 });
 
+Deno.test("a dead letter added after a read found none is read, however it came", async () => {
+  await withSpool(["webhook"], (spool) => {
+    assert.deepEqual(spool.readDeadLetters(10), []);
+    spool.append([entry(['{"n":1}'], ['{"d":1}'])]);
+    assert.deepEqual(spool.readDeadLetters(10).map((letter) => letter.line), ['{"d":1}']);
+    spool.removeDeadLetters(1);
+    assert.deepEqual(spool.readDeadLetters(10), []);
+    spool.acknowledge("webhook", 1, { deadLetters: ['{"d":2}'] });
+    assert.deepEqual(spool.readDeadLetters(10).map((letter) => letter.line), ['{"d":2}']);
+    spool.removeDeadLetters(2);
+    assert.deepEqual(spool.readDeadLetters(10), []);
+    spool.appendDeadLetters(['{"d":3}']);
+    assert.deepEqual(spool.readDeadLetters(10).map((letter) => letter.line), ['{"d":3}']);
+  });
+});
+
 Deno.test("append is one transaction: a failure leaves nothing behind", async () => {
   await withSpool(["stdout"], (spool) => {
     const bad = {
