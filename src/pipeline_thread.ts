@@ -2,9 +2,10 @@
  * Runs the pure pipeline on a worker thread (src/pipeline_worker.ts), so the
  * JSON work of a burst does not hold up the thread that talks MQTT, commits
  * the spool and feeds the sinks. Batches go over in order and their outcomes
- * come back in order. If the thread cannot start or dies, the pipeline runs
- * on the calling thread instead; what was on it stays unacknowledged, so
- * the broker sends it again and nothing is lost.
+ * come back in order; a burst of a few payloads runs here instead, since the
+ * trip to the thread would cost it more. If the thread cannot start or dies,
+ * the pipeline runs on the calling thread instead; what was on it stays
+ * unacknowledged, so the broker sends it again and nothing is lost.
  * @module
  */
 
@@ -66,10 +67,22 @@ export function inlinePipeline(pipeline: (message: Message) => PipelineResult): 
  * the round trip to the thread (two messages, two thread wake-ups) costs more
  * than the pipeline does on a few payloads. At a steady rate most bursts are
  * one message, so this is the common case; a drain's bursts are far larger.
+ *
+ * @example
+ * ```ts
+ * batch.byteLength <= INLINE_MAX_BYTES; // true: this batch runs on the calling thread
+ * ```
  */
 export const INLINE_MAX_BYTES = 16 * 1024;
 
-/** Options of {@linkcode PipelineThread}. */
+/**
+ * Options of {@linkcode PipelineThread}.
+ *
+ * @example
+ * ```ts
+ * const thread = new PipelineThread(config.pipeline, { inlineMaxBytes: 0 }); // every batch crosses
+ * ```
+ */
 export interface PipelineThreadOptions {
   /** Batches of at most this many payload bytes run on the calling thread (default {@linkcode INLINE_MAX_BYTES}). */
   readonly inlineMaxBytes?: number;
@@ -106,7 +119,11 @@ export class PipelineThread implements PipelineRunner {
   #worker?: Worker;
   #nextId = 0;
 
-  /** Starts the thread; throws a `RangeError` for bad options, as {@linkcode createPipeline} does. */
+  /**
+   * Starts the thread; throws a `RangeError` for bad options, as
+   * {@linkcode createPipeline} does. `threadOptions` say which batches stay
+   * on the calling thread.
+   */
   constructor(options: PipelineOptions, threadOptions: PipelineThreadOptions = {}) {
     this.#inline = createBatchPipeline(options);
     this.#maxPayloadBytes = options.maxPayloadBytes;
