@@ -164,10 +164,11 @@ export class PipelineThread implements PipelineRunner {
   /**
    * Runs the pipeline over `batch` on the thread, or here when it is small
    * (see {@linkcode INLINE_MAX_BYTES}); the outcomes are the same either way.
-   * A small batch may so settle before a larger one sent earlier: a caller
-   * that needs their order awaits them in turn, as the intake does. Rejects only if the
-   * thread dies while it has them: they must then stay unacknowledged (the
-   * broker sends them again), since their payloads went to the thread.
+   * So a small batch may settle before a larger one sent earlier: a caller
+   * that needs their order awaits them in turn, as the intake does. Rejects
+   * only if the thread dies while it has them: they must then stay
+   * unacknowledged (the broker sends them again), since their payloads went
+   * to the thread.
    */
   run(batch: PayloadBatch): Promise<BatchOutcome> {
     const worker = this.#worker;
