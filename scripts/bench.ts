@@ -735,31 +735,47 @@ async function printTable(options: BenchOptions, results: Result[]): Promise<voi
     `${options.messages} queued QoS 1 messages of about 1 KB, drained ${options.repeat}× ` +
       `(median, min–max); mosquitto ${mosquittoVersion()}, deno ${Deno.version.deno}\n`,
   );
-  console.log(
-    "| max_inflight_messages | subscriber | msg/s | × bare | peak RSS | CPU s | p50 / p99 latency |",
-  );
-  console.log("| --: | :-- | --: | --: | --: | --: | --: |");
-  for (const result of results) {
+  const rows = results.map((result) => {
     const window = result.window === 0 ? "unlimited" : String(result.window);
     const note = result.note ? ` (${result.note})` : "";
-    if (result.drains.length === 0) {
-      console.log(`| ${window} | ${result.label} | — | — | — | — | ${result.note} |`);
-      continue;
-    }
+    if (result.drains.length === 0) return [window, result.label, "—", "—", "—", "—", note];
     const rates = result.drains.map((drain) => drain.rate);
     const rate = result.drains.length === 1
-      ? `${Math.round(rates[0])}`
-      : `${Math.round(median(rates))} (${Math.round(Math.min(...rates))}–${
-        Math.round(Math.max(...rates))
-      })`;
+      ? grouped(rates[0])
+      : `${grouped(median(rates))} (${grouped(Math.min(...rates))}–${grouped(Math.max(...rates))})`;
     const ratio = result.ratio === undefined ? "" : `${result.ratio.toFixed(2)}×`;
     const rss = mib(Math.max(...result.drains.map((drain) => drain.peakRss)));
     const cpu = median(result.drains.map((drain) => drain.cpuSeconds)).toFixed(1);
     const latency = result.p99 !== undefined ? `${ms(result.p50!)} / ${ms(result.p99)} ms` : "";
-    console.log(
-      `| ${window} | ${result.label}${note} | ${rate} | ${ratio} | ${rss} | ${cpu} | ${latency} |`,
-    );
-  }
+    return [window, result.label + note, rate, ratio, rss, cpu, latency];
+  });
+  const header = ["max_inflight_messages", "subscriber", "msg/s", "× bare", "peak RSS", "CPU s"];
+  for (const line of markdownTable([...header, "p50 / p99 latency"], rows)) console.log(line);
+}
+
+/**
+ * A Markdown table with its columns padded to one width, so that it reads as
+ * a table in a terminal too; the second column left-aligned, the others right.
+ */
+function markdownTable(header: readonly string[], rows: readonly string[][]): string[] {
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => row[column].length))
+  );
+  const line = (cells: readonly string[]) =>
+    `| ${
+      cells.map((cell, column) =>
+        column === 1 ? cell.padEnd(widths[column]) : cell.padStart(widths[column])
+      ).join(" | ")
+    } |`;
+  const rule = widths.map((width, column) =>
+    column === 1 ? `:${"-".repeat(width - 1)}` : `${"-".repeat(width - 1)}:`
+  );
+  return [line(header), `| ${rule.join(" | ")} |`, ...rows.map(line)];
+}
+
+/** A whole number with its thousands apart, as the README writes them: 106 045. */
+function grouped(value: number): string {
+  return Math.round(value).toString().replace(/\B(?=(\d{3})+(?!\d))/g, " ");
 }
 
 async function machine(): Promise<string> {
