@@ -340,7 +340,10 @@ function endOfFittingLines(buffer: Uint8Array, offset: number, room: number): nu
  * few kilobytes into the page cache takes microseconds, less than handing the
  * write to Deno's blocking pool and back (two thread wake-ups). At a steady
  * 1 000 msg/s most writes are a few records, and such hand-offs had taken
- * about 7 % of the main thread. The sync that follows stays off the thread.
+ * about 7 % of the main thread. The sync that follows, which waits for the
+ * disk, stays off the thread. (A write into the page cache rarely blocks; when
+ * the disk is so slow that it does, the spool's own writes on this thread
+ * block as well.)
  */
 const SMALL_WRITE_BYTES = 64 * 1024;
 
