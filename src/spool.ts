@@ -138,6 +138,14 @@ export interface AcknowledgeOptions {
   readonly deadLetters?: readonly string[];
 }
 
+/**
+ * Longest an acknowledgement's writes wait for the next transaction (the
+ * intake's, usually within milliseconds) before they get one of their own.
+ * A crash loses at most that much of the sinks' progress: those records are
+ * delivered again, as at-least-once allows.
+ */
+const ACKNOWLEDGEMENT_WRITE_DELAY_MS = 100;
+
 /** WAL pages (4 KiB each) after which a commit checkpoints them into the database. */
 const WAL_CHECKPOINT_PAGES = 16_384;
 
@@ -211,6 +219,15 @@ export class Spool {
    * dead-letter writer reads at every change of the spool, and most find none.
    */
   #mayHoldDeadLetters = true;
+  /**
+   * What acknowledgements changed and the database does not have yet: the
+   * sinks whose cursors moved, the chunks to delete, the bytes they freed.
+   * Written by the next transaction, so that a burst's acknowledgement costs
+   * no commit of its own (each commit rewrites whole pages of the cursors,
+   * the chunks and the totals).
+   */
+  #unwritten?: UnwrittenAcknowledgements;
+  #unwrittenTimer?: ReturnType<typeof setTimeout>;
   // Every record with an id at or below this has been delivered by every sink; chunks wholly
   // below it are removed.
   #floor: number;
@@ -489,22 +506,39 @@ export class Spool {
     const deadLetters = options.deadLetters ?? [];
     if (lastId <= cursor && deadLetters.length === 0) return;
     const next = Math.max(cursor, lastId);
+    let floor = next;
+    for (const [name, last] of this.#cursors) if (name !== sink && last < floor) floor = last;
+    // Reads only: what the move frees. The writes wait for the next transaction.
+    const freed = floor > this.#floor ? this.#bytesThrough(this.#floor, floor) : NOTHING_FREED;
     let added = 0;
-    let removed = 0;
-    let floor = this.#floor;
-    this.#transaction(() => {
-      this.#statements.setCursor.run(next, sink);
-      for (const line of deadLetters) {
-        const bytes = utf8Length(line);
-        this.#statements.insertDeadLetter.run(line, bytes);
-        this.#mayHoldDeadLetters = true;
-        added += bytes;
-      }
-      floor = next;
-      for (const [name, last] of this.#cursors) if (name !== sink && last < floor) floor = last;
-      if (floor > this.#floor) removed = this.#removeThrough(this.#floor, floor);
-      if (added !== removed) this.#statements.addBytes.run(added - removed);
-    });
+    if (deadLetters.length > 0) {
+      // Refused records go to the dead letters in the transaction that moves the cursor past them.
+      this.#transaction(() => {
+        this.#statements.setCursor.run(next, sink);
+        for (const line of deadLetters) {
+          const bytes = utf8Length(line);
+          this.#statements.insertDeadLetter.run(line, bytes);
+          this.#mayHoldDeadLetters = true;
+          added += bytes;
+        }
+        if (freed.deletes) this.#statements.deleteChunks.run(floor);
+        if (added !== freed.bytes) this.#statements.addBytes.run(added - freed.bytes);
+      });
+    } else {
+      const unwritten = this.#unwritten ??= {
+        sinks: new Set(),
+        deleteThrough: undefined,
+        bytes: 0,
+      };
+      unwritten.sinks.add(sink);
+      if (freed.deletes) unwritten.deleteThrough = floor;
+      unwritten.bytes -= freed.bytes;
+      this.#unwrittenTimer ??= setTimeout(
+        () => this.#writeUnwritten(),
+        ACKNOWLEDGEMENT_WRITE_DELAY_MS,
+      );
+    }
+    const removed = freed.bytes;
     this.#cursors.set(sink, next);
     if ((this.#batchEnds.get(sink) ?? 0) <= next) this.#batchEnds.delete(sink);
     if (floor > this.#floor) this.#forgetThrough(floor);
@@ -617,6 +651,7 @@ export class Spool {
    * ```
    */
   close(): void {
+    this.#writeUnwritten();
     if (this.#db.isOpen) this.#db.close();
     this.#wal.close();
     this.#recent.clear();
@@ -684,15 +719,24 @@ export class Spool {
    * count pending records. O(chunks touched).
    */
   #removeThrough(from: number, to: number): number {
-    // The common step, a sink moving on inside the chunk it reads from memory: no SQL but the
-    // cursor's. The queries below cost about 0.3 ms a call in a profile (`bytes` and `sizes` come
-    // after the chunk's blob in the row), and at WEBHOOK_BATCH_SIZE=1 they ran per request.
+    const freed = this.#bytesThrough(from, to);
+    if (freed.deletes) this.#statements.deleteChunks.run(to);
+    return freed.bytes;
+  }
+
+  /**
+   * The bytes of the records in (from, to], and whether chunks wholly at or
+   * below `to` are then left to delete. Reads only.
+   */
+  #bytesThrough(from: number, to: number): Freed {
+    // The common step, a sink moving on inside the chunk it reads from memory: no SQL. The
+    // queries below cost about 0.3 ms a call in a profile (`bytes` and `sizes` come after the
+    // chunk's blob in the row), and at WEBHOOK_BATCH_SIZE=1 they ran per request.
     const chunk = this.#inMemory(to);
     if (chunk !== undefined && chunk.firstId <= from + 1) {
       const bytes = chunk.sizes[to - chunk.firstId + 1] - chunk.sizes[from - chunk.firstId + 1];
       // The chunks before it went when the floor passed them; it goes once the floor passes it.
-      if (to === chunk.firstId + chunk.count - 1) this.#statements.deleteChunks.run(to);
-      return bytes;
+      return { bytes, deletes: to === chunk.firstId + chunk.count - 1 };
     }
     let bytes = this.#recent.bytesBetween(from, to);
     if (bytes === undefined) {
@@ -710,8 +754,23 @@ export class Spool {
         }
       }
     }
-    this.#statements.deleteChunks.run(to);
-    return bytes;
+    return { bytes, deletes: true };
+  }
+
+  /** Writes the acknowledgements that waited, in a transaction of their own (see #unwritten). */
+  #writeUnwritten(): void {
+    clearTimeout(this.#unwrittenTimer);
+    this.#unwrittenTimer = undefined;
+    if (this.#unwritten === undefined || !this.#db.isOpen) return;
+    try {
+      this.#transaction(() => {});
+    } catch (error) {
+      // Kept: the next transaction writes them, or fails for its own caller, who reports it.
+      logger.warn(
+        "Could not write the sinks' progress to the spool: {error}; trying again with the next write",
+        { error },
+      );
+    }
   }
 
   /** Whether a batch a sink has read and not acknowledged holds records of `chunk`. */
@@ -776,12 +835,25 @@ export class Spool {
     this.#forgetThrough(this.#floor);
   }
 
+  /** Runs `work` in a transaction, after the acknowledgements that waited for one. */
   #transaction(work: () => void): void {
+    const unwritten = this.#unwritten;
     this.#db.exec("BEGIN IMMEDIATE");
     try {
+      if (unwritten !== undefined) {
+        const { setCursor, deleteChunks, addBytes } = this.#statements;
+        for (const sink of unwritten.sinks) setCursor.run(this.#cursors.get(sink)!, sink);
+        if (unwritten.deleteThrough !== undefined) deleteChunks.run(unwritten.deleteThrough);
+        if (unwritten.bytes !== 0) addBytes.run(unwritten.bytes);
+      }
       work();
       this.#db.exec("COMMIT");
       this.#wal.committed();
+      if (unwritten !== undefined) {
+        this.#unwritten = undefined;
+        clearTimeout(this.#unwrittenTimer);
+        this.#unwrittenTimer = undefined;
+      }
     } catch (error) {
       if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
       throw error;
@@ -791,6 +863,24 @@ export class Spool {
   #notify(): void {
     for (const wake of [...this.#waiters]) wake();
   }
+}
+
+/** What moving the floor frees: the records' bytes, and whether whole chunks are left to delete. */
+interface Freed {
+  readonly bytes: number;
+  readonly deletes: boolean;
+}
+
+const NOTHING_FREED: Freed = { bytes: 0, deletes: false };
+
+/** Acknowledgements the database does not have yet (see Spool.#unwritten). */
+interface UnwrittenAcknowledgements {
+  /** Sinks whose cursors moved; their values are the spool's cursors. */
+  readonly sinks: Set<string>;
+  /** Delete the chunks wholly at or below this. */
+  deleteThrough: number | undefined;
+  /** Add this to the totals' bytes (negative: freed). */
+  bytes: number;
 }
 
 /** A stored chunk: a {@linkcode SpoolChunk} with its place in the id sequence. */
