@@ -6,7 +6,9 @@
  * row, not a row per record, while ids, cursors and byte accounting stay per
  * record. A commit reaches the disk when {@linkcode Spool.sync} resolves: the
  * WAL is `fdatasync`ed off the main thread, so one sync covers every commit
- * made while the last one ran (group commit).
+ * made while the last one ran (group commit). A sink's acknowledgement moves
+ * its cursor at once but is written with the next commit, at most 100 ms
+ * later: after a crash, that little is handed out again.
  * @module
  */
 
@@ -486,9 +488,11 @@ export class Spool {
 
   /**
    * Moves `sink`'s cursor to `lastId` (the last record it delivered) and
-   * removes the records every sink has now delivered. With
-   * `options.deadLetters`, those lines are committed in the same transaction,
-   * so records a sink refused are never both lost and acknowledged.
+   * removes the records every sink has now delivered. The database has it
+   * with the next commit (see {@linkcode ACKNOWLEDGEMENT_WRITE_DELAY_MS}).
+   * With `options.deadLetters`, those lines are committed at once, in the
+   * transaction that moves the cursor, so records a sink refused are never
+   * both lost and acknowledged.
    *
    * @example
    * ```ts
