@@ -278,6 +278,36 @@ integrationTest({
 });
 
 integrationTest({
+  name: "after a clean stop, a restart delivers nothing twice: the sinks' progress was written",
+  async fn() {
+    await using broker = await startBroker();
+    await using dir = await tempDir();
+    const filePath = `${dir}/readings.jsonl`;
+    const env = { ...testWorkerEnv(broker, dir), SINKS: "file", FILE_PATH: filePath };
+    const total = 50;
+    const messages = Array.from(
+      { length: total },
+      (_, i) => ({ topic: TOPIC, payload: numbered(i) }),
+    );
+    {
+      await using worker = startWorker(env);
+      await worker.waitForStderr(SUBSCRIBED);
+      await publish(broker.url, messages);
+      await allDelivered(filePath, total);
+      // At once: the last acknowledgement is still waiting for a commit to ride in.
+      worker.kill("SIGTERM");
+      await expectExit(worker, 0);
+    }
+    await using restarted = startWorker(env);
+    await restarted.waitForStderr(SUBSCRIBED);
+    await publish(broker.url, [{ topic: TOPIC, payload: numbered(total) }]);
+    const lines = await allDelivered(filePath, total + 1);
+    assert.equal(lines.length, total + 1, "a record delivered before the stop came again");
+    await restarted.stop();
+  },
+});
+
+integrationTest({
   name: "SIGKILL mid-stream loses nothing: after a restart every message is delivered",
   async fn() {
     await using broker = await startBroker();
