@@ -542,13 +542,12 @@ export class Spool {
         ACKNOWLEDGEMENT_WRITE_DELAY_MS,
       );
     }
-    const removed = freed.bytes;
     this.#cursors.set(sink, next);
     if ((this.#batchEnds.get(sink) ?? 0) <= next) this.#batchEnds.delete(sink);
     if (floor > this.#floor) this.#forgetThrough(floor);
     this.#floor = floor;
     this.#trimMemory();
-    this.#bytes += added - removed;
+    this.#bytes += added - freed.bytes;
     this.#notify();
   }
 

@@ -289,80 +289,66 @@ Deno.test("open refuses an empty sink list", () => {
 });
 
 /**
- * Opens a spool at `path` in a process of its own, appends three records,
- * acknowledges the first two for "file", then does `then` and exits without
- * closing the spool: a crash, as far as the database can tell.
+ * Opens a spool in a process of its own, appends three records, acknowledges
+ * the first two for "file", then does `then` and exits without closing the
+ * spool: a crash, as far as the database can tell. `check` gets the spool
+ * opened again.
  */
-async function crashAfterAcknowledging(path: string, then: string): Promise<void> {
-  const spoolModule = new URL("../src/spool.ts", import.meta.url).href;
-  const code = `
-    import { Spool } from ${JSON.stringify(spoolModule)};
-    const spool = Spool.open({ path: ${JSON.stringify(path)}, sinks: ["file"], maxBytes: 1e6 });
-    const entry = (n) => ({ records: [JSON.stringify({ n })], deadLetters: [], receivedAt: 1, topic: "t" });
-    spool.append([entry(1), entry(2), entry(3)]);
-    await spool.sync();
-    spool.acknowledge("file", 2);
-    ${then}
-    Deno.exit(0);
-  `;
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--quiet", code],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
+async function crashAfterAcknowledging(
+  then: string,
+  check: (spool: Spool) => void,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "spool_test_" });
+  const path = `${dir}/spool.db`;
+  try {
+    const spoolModule = new URL("../src/spool.ts", import.meta.url).href;
+    const code = `
+      import { Spool } from ${JSON.stringify(spoolModule)};
+      const spool = Spool.open({ path: ${JSON.stringify(path)}, sinks: ["file"], maxBytes: 1e6 });
+      const entry = (n) => ({ records: [JSON.stringify({ n })], deadLetters: [], receivedAt: 1, topic: "t" });
+      spool.append([entry(1), entry(2), entry(3)]);
+      await spool.sync();
+      spool.acknowledge("file", 2);
+      ${then}
+      Deno.exit(0);
+    `;
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--quiet", code],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
+    const spool = Spool.open({ path, sinks: ["file"], maxBytes: 1e6 });
+    try {
+      check(spool);
+    } finally {
+      spool.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 }
 
 Deno.test("an acknowledgement is written with the next append", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "spool_test_" });
-  try {
-    await crashAfterAcknowledging(
-      `${dir}/spool.db`,
-      `spool.append([entry(4)]); await spool.sync();`,
-    );
-    const spool = Spool.open({ path: `${dir}/spool.db`, sinks: ["file"], maxBytes: 1e6 });
-    try {
-      assert.deepEqual(texts(spool, "file"), ['{"n":3}', '{"n":4}']);
-    } finally {
-      spool.close();
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await crashAfterAcknowledging("spool.append([entry(4)]); await spool.sync();", (spool) => {
+    assert.deepEqual(texts(spool, "file"), ['{"n":3}', '{"n":4}']);
+  });
 });
 
 Deno.test("with nothing else to write, an acknowledgement is written within a fraction of a second", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "spool_test_" });
-  try {
-    await crashAfterAcknowledging(
-      `${dir}/spool.db`,
-      `await new Promise((resolve) => setTimeout(resolve, 300)); await spool.sync();`,
-    );
-    const spool = Spool.open({ path: `${dir}/spool.db`, sinks: ["file"], maxBytes: 1e6 });
-    try {
+  await crashAfterAcknowledging(
+    "await new Promise((resolve) => setTimeout(resolve, 300)); await spool.sync();",
+    (spool) => {
       assert.deepEqual(texts(spool, "file"), ['{"n":3}']);
       assert.equal(spool.bytes, utf8Length('{"n":3}') + utf8Length("t"));
-    } finally {
-      spool.close();
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+    },
+  );
 });
 
 Deno.test("a crash right after an acknowledgement hands those records out again: at least once, never lost", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "spool_test_" });
-  try {
-    await crashAfterAcknowledging(`${dir}/spool.db`, "");
-    const spool = Spool.open({ path: `${dir}/spool.db`, sinks: ["file"], maxBytes: 1e6 });
-    try {
-      assert.deepEqual(texts(spool, "file"), ['{"n":1}', '{"n":2}', '{"n":3}']);
-    } finally {
-      spool.close();
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await crashAfterAcknowledging("", (spool) => {
+    assert.deepEqual(texts(spool, "file"), ['{"n":1}', '{"n":2}', '{"n":3}']);
+  });
 });
 
 Deno.test("closing writes the acknowledgements that waited", async () => {
