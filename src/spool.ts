@@ -164,7 +164,7 @@ const RECENT_CHUNKS_MAX_BYTES = 4 * 2 ** 20;
 const LOADED_CHUNKS_KEPT = 4;
 
 // Bumped when the schema changes; open() upgrades an older database and refuses a newer one.
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS chunks (
@@ -183,9 +183,6 @@ CREATE TABLE IF NOT EXISTS dead_letters (
   bytes INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-INSERT OR IGNORE INTO totals (name, value) VALUES ('bytes', 0);
-INSERT OR IGNORE INTO totals (name, value) VALUES ('last_id', 0);
 `;
 
 /**
@@ -225,8 +222,8 @@ export class Spool {
    * What acknowledgements changed and the database does not have yet: the
    * sinks whose cursors moved, the chunks to delete, the bytes they freed.
    * Written by the next transaction, so that a burst's acknowledgement costs
-   * no commit of its own (each commit rewrites whole pages of the cursors,
-   * the chunks and the totals).
+   * no commit of its own (each commit rewrites whole pages of the cursors
+   * and the chunks).
    */
   #unwritten?: UnwrittenAcknowledgements;
   #unwrittenTimer?: ReturnType<typeof setTimeout>;
@@ -238,6 +235,7 @@ export class Spool {
     db: DatabaseSync,
     options: SpoolOptions,
     cursors: Map<string, number>,
+    lastId: number,
     wal: WalSync,
   ) {
     this.#db = db;
@@ -252,8 +250,8 @@ export class Spool {
     this.#maxBytes = options.maxBytes;
     this.#cursors = cursors;
     this.#statements = prepareStatements(db);
-    this.#bytes = Number(this.#statements.total.get("bytes")?.value ?? 0);
-    this.#lastId = Number(this.#statements.total.get("last_id")?.value ?? 0);
+    this.#bytes = 0;
+    this.#lastId = lastId;
     this.#floor = Math.min(...cursors.values());
   }
 
@@ -305,11 +303,15 @@ export class Spool {
       db.exec("BEGIN IMMEDIATE");
       db.exec(SCHEMA);
       if (version === 1) upgradeFromRecordRows(db);
+      // Schemas 1 and 2 kept the last id and the bytes in a table of totals, which every commit
+      // rewrote: a page more in the WAL per burst. Both follow from the other tables (see open).
+      if (version < SCHEMA_VERSION) db.exec("DROP TABLE IF EXISTS totals");
       db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT;`);
       const { cursors, previousFloor } = syncCursors(db, sinks);
       wal = new WalSync(`${path}-wal`);
-      const spool = new Spool(db, options, cursors, wal);
+      const spool = new Spool(db, options, cursors, lastIdOf(db, cursors), wal);
       spool.#prune(previousFloor);
+      spool.#bytes = spool.#storedBytes();
       return spool;
     } catch (error) {
       if (db?.isTransaction) db.exec("ROLLBACK");
@@ -401,7 +403,7 @@ export class Spool {
     let changed = false;
     const stored: Chunk[] = [];
     this.#transaction(() => {
-      const { insertChunk, insertDeadLetter, setTotal } = this.#statements;
+      const { insertChunk, insertDeadLetter } = this.#statements;
       for (const chunk of chunks) {
         const count = checkChunk(chunk);
         if (count > 0) {
@@ -429,8 +431,6 @@ export class Spool {
         }
         changed ||= count > 0 || chunk.deadLetters.length > 0;
       }
-      if (added > 0) this.#statements.addBytes.run(added);
-      if (lastId !== this.#lastId) setTotal.run(lastId, "last_id");
     });
     for (const chunk of stored) this.#recent.push(chunk);
     this.#lastId = lastId;
@@ -526,17 +526,11 @@ export class Spool {
           added += bytes;
         }
         if (freed.deletes) this.#statements.deleteChunks.run(floor);
-        if (added !== freed.bytes) this.#statements.addBytes.run(added - freed.bytes);
       });
     } else {
-      const unwritten = this.#unwritten ??= {
-        sinks: new Set(),
-        deleteThrough: undefined,
-        bytes: 0,
-      };
+      const unwritten = this.#unwritten ??= { sinks: new Set(), deleteThrough: undefined };
       unwritten.sinks.add(sink);
       if (freed.deletes) unwritten.deleteThrough = floor;
-      unwritten.bytes -= freed.bytes;
       this.#unwrittenTimer ??= setTimeout(
         () => this.#writeUnwritten(),
         ACKNOWLEDGEMENT_WRITE_DELAY_MS,
@@ -582,7 +576,6 @@ export class Spool {
         this.#mayHoldDeadLetters = true;
         added += bytes;
       }
-      this.#statements.addBytes.run(added);
     });
     this.#bytes += added;
     this.#notify();
@@ -617,7 +610,6 @@ export class Spool {
     this.#transaction(() => {
       removed = Number(this.#statements.sumDeadLetterBytes.get(lastId)?.bytes ?? 0);
       this.#statements.deleteDeadLetters.run(lastId);
-      if (removed > 0) this.#statements.addBytes.run(-removed);
     });
     this.#bytes -= removed;
     this.#notify();
@@ -829,13 +821,15 @@ export class Spool {
   // lowest cursor before sinks were dropped.
   #prune(previousFloor: number): void {
     if (previousFloor >= this.#floor) return;
-    let removed = 0;
-    this.#transaction(() => {
-      removed = this.#removeThrough(previousFloor, this.#floor);
-      if (removed > 0) this.#statements.addBytes.run(-removed);
-    });
-    this.#bytes -= removed;
+    this.#transaction(() => this.#removeThrough(previousFloor, this.#floor));
     this.#forgetThrough(this.#floor);
+  }
+
+  /** At open: the bytes of the records some sink has yet to deliver, and of the dead letters. */
+  #storedBytes(): number {
+    const deadLetters = Number(this.#statements.sumDeadLetterBytes.get(Infinity)?.bytes ?? 0);
+    if (this.#lastId <= this.#floor) return deadLetters;
+    return deadLetters + this.#bytesThrough(this.#floor, this.#lastId).bytes;
   }
 
   /** Runs `work` in a transaction, after the acknowledgements that waited for one. */
@@ -844,10 +838,9 @@ export class Spool {
     this.#db.exec("BEGIN IMMEDIATE");
     try {
       if (unwritten !== undefined) {
-        const { setCursor, deleteChunks, addBytes } = this.#statements;
+        const { setCursor, deleteChunks } = this.#statements;
         for (const sink of unwritten.sinks) setCursor.run(this.#cursors.get(sink)!, sink);
         if (unwritten.deleteThrough !== undefined) deleteChunks.run(unwritten.deleteThrough);
-        if (unwritten.bytes !== 0) addBytes.run(unwritten.bytes);
       }
       work();
       this.#db.exec("COMMIT");
@@ -882,8 +875,6 @@ interface UnwrittenAcknowledgements {
   readonly sinks: Set<string>;
   /** Delete the chunks wholly at or below this. */
   deleteThrough: number | undefined;
-  /** Add this to the totals' bytes (negative: freed). */
-  bytes: number;
 }
 
 /** A stored chunk: a {@linkcode SpoolChunk} with its place in the id sequence. */
@@ -1198,9 +1189,6 @@ function typed<T extends Uint32Array | Float64Array>(
  * pending record over, with its id, inside the transaction of the open.
  */
 function upgradeFromRecordRows(db: DatabaseSync): void {
-  const last = Number(
-    db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'records'").get()?.seq ?? 0,
-  );
   const read = db.prepare(
     "SELECT id, text, received_at, topic FROM records WHERE id > ? ORDER BY id LIMIT 1000",
   );
@@ -1237,7 +1225,6 @@ function upgradeFromRecordRows(db: DatabaseSync): void {
       start = i;
     }
   }
-  db.prepare("UPDATE totals SET value = ? WHERE name = 'last_id'").run(last);
   db.exec("DROP TABLE records");
   if (moved > 0) {
     logger.info("Upgraded the spool: moved {count} pending records to chunks", { count: moved });
@@ -1331,9 +1318,6 @@ interface Statements {
   readonly sumDeadLetterBytes: StatementSync;
   readonly deleteDeadLetters: StatementSync;
   readonly setCursor: StatementSync;
-  readonly addBytes: StatementSync;
-  readonly setTotal: StatementSync;
-  readonly total: StatementSync;
 }
 
 function prepareStatements(db: DatabaseSync): Statements {
@@ -1356,10 +1340,18 @@ function prepareStatements(db: DatabaseSync): Statements {
     ),
     deleteDeadLetters: db.prepare("DELETE FROM dead_letters WHERE id <= ?"),
     setCursor: db.prepare("UPDATE cursors SET last_id = ? WHERE sink = ?"),
-    addBytes: db.prepare("UPDATE totals SET value = value + ? WHERE name = 'bytes'"),
-    setTotal: db.prepare("UPDATE totals SET value = ? WHERE name = ?"),
-    total: db.prepare("SELECT value FROM totals WHERE name = ?"),
   };
+}
+
+/**
+ * The id of the last record ever appended. Ids are never reused, so it is
+ * not stored: a record is either still in a chunk, or every sink has
+ * delivered it, and then each cursor is at or past it; and no cursor is past
+ * the last record.
+ */
+function lastIdOf(db: DatabaseSync, cursors: ReadonlyMap<string, number>): number {
+  const inChunks = Number(db.prepare("SELECT MAX(last_id) AS id FROM chunks").get()?.id ?? 0);
+  return Math.max(inChunks, ...cursors.values());
 }
 
 /**
@@ -1375,11 +1367,8 @@ function syncCursors(
   for (const row of db.prepare("SELECT sink, last_id FROM cursors").all()) {
     stored.set(String(row.sink), Number(row.last_id));
   }
-  const lastId = Number(
-    db.prepare("SELECT value FROM totals WHERE name = 'last_id'").get()?.value ?? 0,
-  );
   // A new sink starts at the oldest record still pending for anyone.
-  const start = stored.size > 0 ? Math.min(...stored.values()) : lastId;
+  const start = stored.size > 0 ? Math.min(...stored.values()) : lastIdOf(db, stored);
   const dropped = [...stored.keys()].filter((name) => !sinks.includes(name));
   const added = sinks.filter((name) => !stored.has(name));
   if (dropped.length === 0 && added.length === 0) return { cursors: stored, previousFloor: start };

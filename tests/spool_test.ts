@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { Spool, type SpoolEntry, utf8Length } from "../src/spool.ts";
 
 const TOPIC = "a/b827eb2bb2a9/u/data";
@@ -124,6 +125,61 @@ Deno.test("ids are never reused after every record was delivered and removed", a
     try {
       reopened.append([entry(['{"n":3}'])]);
       assert.deepEqual(reopened.read("stdout", 10).map((record) => record.id), [3]);
+    } finally {
+      reopened.close();
+    }
+  });
+});
+
+Deno.test("a spool of schema 2, with its table of totals, opens with its ids and bytes, and the table goes", async () => {
+  await withSpool(["a", "b"], (spool, path) => {
+    spool.append([entry(['{"n":1}', '{"n":2}', '{"n":3}'], ['{"dl":1}'])]);
+    spool.acknowledge("a", 3);
+    spool.acknowledge("b", 1);
+    const bytes = spool.bytes;
+    spool.close();
+    // What schema 2 had on top of today's tables; its values are the ones it would have held.
+    const old = new DatabaseSync(path);
+    old.exec(`
+      CREATE TABLE totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+      INSERT INTO totals VALUES ('bytes', ${bytes}), ('last_id', 3);
+      PRAGMA user_version = 2;
+    `);
+    old.close();
+
+    const reopened = Spool.open({ path, sinks: ["a", "b"], maxBytes: 1_000_000 });
+    try {
+      assert.equal(reopened.bytes, bytes);
+      assert.deepEqual(texts(reopened, "b"), ['{"n":2}', '{"n":3}']);
+      reopened.append([entry(['{"n":4}'])]);
+      assert.deepEqual(reopened.read("a", 10).map((record) => record.id), [4]);
+    } finally {
+      reopened.close();
+    }
+    const upgraded = new DatabaseSync(path);
+    try {
+      assert.equal(upgraded.prepare("PRAGMA user_version").get()?.user_version, 3);
+      assert.equal(
+        upgraded.prepare("SELECT name FROM sqlite_master WHERE name = 'totals'").get(),
+        undefined,
+      );
+    } finally {
+      upgraded.close();
+    }
+  });
+});
+
+Deno.test("after every record was delivered, reopening counts no bytes but the dead letters'", async () => {
+  await withSpool(["a", "b"], (spool, path) => {
+    spool.append([entry(['{"n":1}', '{"n":2}'], ['{"dl":1}'])]);
+    spool.acknowledge("a", 2);
+    spool.acknowledge("b", 2);
+    spool.close();
+    const reopened = Spool.open({ path, sinks: ["a", "b"], maxBytes: 1_000_000 });
+    try {
+      assert.equal(reopened.bytes, utf8Length('{"dl":1}'));
+      reopened.removeDeadLetters(1);
+      assert.equal(reopened.bytes, 0);
     } finally {
       reopened.close();
     }
@@ -348,6 +404,7 @@ Deno.test("with nothing else to write, an acknowledgement is written within a fr
 Deno.test("a crash right after an acknowledgement hands those records out again: at least once, never lost", async () => {
   await crashAfterAcknowledging("", (spool) => {
     assert.deepEqual(texts(spool, "file"), ['{"n":1}', '{"n":2}', '{"n":3}']);
+    assert.equal(spool.bytes, 3 * (utf8Length('{"n":1}') + utf8Length("t")), "all three count");
   });
 });
 
