@@ -182,7 +182,24 @@ CREATE TABLE IF NOT EXISTS dead_letters (
   line TEXT NOT NULL,
   bytes INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;
+-- The sinks' cursors (kind 'cursor', name: the sink, value: the last record it delivered) and the
+-- spool's totals (kind 'total': 'bytes' and 'last_id') share a table, so a commit that moves both
+-- rewrites one page of them, not two.
+CREATE TABLE IF NOT EXISTS progress (
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  value INTEGER NOT NULL,
+  PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO progress (kind, name, value) VALUES ('total', 'bytes', 0), ('total', 'last_id', 0);
+`;
+
+/** Schemas 1 and 2 kept the cursors and the totals in tables of their own. */
+const PROGRESS_FROM_SCHEMA_2 = `
+INSERT INTO progress (kind, name, value) SELECT 'cursor', sink, last_id FROM cursors;
+INSERT OR REPLACE INTO progress (kind, name, value) SELECT 'total', name, value FROM totals;
+DROP TABLE cursors;
+DROP TABLE totals;
 `;
 
 /**
@@ -222,8 +239,8 @@ export class Spool {
    * What acknowledgements changed and the database does not have yet: the
    * sinks whose cursors moved, the chunks to delete, the bytes they freed.
    * Written by the next transaction, so that a burst's acknowledgement costs
-   * no commit of its own (each commit rewrites whole pages of the cursors
-   * and the chunks).
+   * no commit of its own (each commit rewrites whole pages: the chunks
+   * table's and the progress table's).
    */
   #unwritten?: UnwrittenAcknowledgements;
   #unwrittenTimer?: ReturnType<typeof setTimeout>;
@@ -235,7 +252,6 @@ export class Spool {
     db: DatabaseSync,
     options: SpoolOptions,
     cursors: Map<string, number>,
-    lastId: number,
     wal: WalSync,
   ) {
     this.#db = db;
@@ -250,8 +266,8 @@ export class Spool {
     this.#maxBytes = options.maxBytes;
     this.#cursors = cursors;
     this.#statements = prepareStatements(db);
-    this.#bytes = 0;
-    this.#lastId = lastId;
+    this.#bytes = Number(this.#statements.total.get("bytes")?.value ?? 0);
+    this.#lastId = Number(this.#statements.total.get("last_id")?.value ?? 0);
     this.#floor = Math.min(...cursors.values());
   }
 
@@ -302,16 +318,13 @@ export class Spool {
       db.exec(`PRAGMA wal_autocheckpoint = ${WAL_CHECKPOINT_PAGES}`);
       db.exec("BEGIN IMMEDIATE");
       db.exec(SCHEMA);
+      if (version >= 1 && version < 3) db.exec(PROGRESS_FROM_SCHEMA_2);
       if (version === 1) upgradeFromRecordRows(db);
-      // Schemas 1 and 2 kept the last id and the bytes in a table of totals, which every commit
-      // rewrote: a page more in the WAL per burst. Both follow from the other tables (see open).
-      if (version < SCHEMA_VERSION) db.exec("DROP TABLE IF EXISTS totals");
       db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT;`);
       const { cursors, previousFloor } = syncCursors(db, sinks);
       wal = new WalSync(`${path}-wal`);
-      const spool = new Spool(db, options, cursors, lastIdOf(db, cursors), wal);
+      const spool = new Spool(db, options, cursors, wal);
       spool.#prune(previousFloor);
-      spool.#bytes = spool.#storedBytes();
       return spool;
     } catch (error) {
       if (db?.isTransaction) db.exec("ROLLBACK");
@@ -403,7 +416,7 @@ export class Spool {
     let changed = false;
     const stored: Chunk[] = [];
     this.#transaction(() => {
-      const { insertChunk, insertDeadLetter } = this.#statements;
+      const { insertChunk, insertDeadLetter, setTotal } = this.#statements;
       for (const chunk of chunks) {
         const count = checkChunk(chunk);
         if (count > 0) {
@@ -431,6 +444,8 @@ export class Spool {
         }
         changed ||= count > 0 || chunk.deadLetters.length > 0;
       }
+      if (added > 0) this.#statements.addBytes.run(added);
+      if (lastId !== this.#lastId) setTotal.run(lastId, "last_id");
     });
     for (const chunk of stored) this.#recent.push(chunk);
     this.#lastId = lastId;
@@ -526,11 +541,17 @@ export class Spool {
           added += bytes;
         }
         if (freed.deletes) this.#statements.deleteChunks.run(floor);
+        if (added !== freed.bytes) this.#statements.addBytes.run(added - freed.bytes);
       });
     } else {
-      const unwritten = this.#unwritten ??= { sinks: new Set(), deleteThrough: undefined };
+      const unwritten = this.#unwritten ??= {
+        sinks: new Set(),
+        deleteThrough: undefined,
+        bytes: 0,
+      };
       unwritten.sinks.add(sink);
       if (freed.deletes) unwritten.deleteThrough = floor;
+      unwritten.bytes -= freed.bytes;
       this.#unwrittenTimer ??= setTimeout(
         () => this.#writeUnwritten(),
         ACKNOWLEDGEMENT_WRITE_DELAY_MS,
@@ -576,6 +597,7 @@ export class Spool {
         this.#mayHoldDeadLetters = true;
         added += bytes;
       }
+      this.#statements.addBytes.run(added);
     });
     this.#bytes += added;
     this.#notify();
@@ -610,6 +632,7 @@ export class Spool {
     this.#transaction(() => {
       removed = Number(this.#statements.sumDeadLetterBytes.get(lastId)?.bytes ?? 0);
       this.#statements.deleteDeadLetters.run(lastId);
+      if (removed > 0) this.#statements.addBytes.run(-removed);
     });
     this.#bytes -= removed;
     this.#notify();
@@ -821,15 +844,13 @@ export class Spool {
   // lowest cursor before sinks were dropped.
   #prune(previousFloor: number): void {
     if (previousFloor >= this.#floor) return;
-    this.#transaction(() => this.#removeThrough(previousFloor, this.#floor));
+    let removed = 0;
+    this.#transaction(() => {
+      removed = this.#removeThrough(previousFloor, this.#floor);
+      if (removed > 0) this.#statements.addBytes.run(-removed);
+    });
+    this.#bytes -= removed;
     this.#forgetThrough(this.#floor);
-  }
-
-  /** At open: the bytes of the records some sink has yet to deliver, and of the dead letters. */
-  #storedBytes(): number {
-    const deadLetters = Number(this.#statements.sumDeadLetterBytes.get(Infinity)?.bytes ?? 0);
-    if (this.#lastId <= this.#floor) return deadLetters;
-    return deadLetters + this.#bytesThrough(this.#floor, this.#lastId).bytes;
   }
 
   /** Runs `work` in a transaction, after the acknowledgements that waited for one. */
@@ -838,9 +859,10 @@ export class Spool {
     this.#db.exec("BEGIN IMMEDIATE");
     try {
       if (unwritten !== undefined) {
-        const { setCursor, deleteChunks } = this.#statements;
+        const { setCursor, deleteChunks, addBytes } = this.#statements;
         for (const sink of unwritten.sinks) setCursor.run(this.#cursors.get(sink)!, sink);
         if (unwritten.deleteThrough !== undefined) deleteChunks.run(unwritten.deleteThrough);
+        if (unwritten.bytes !== 0) addBytes.run(unwritten.bytes);
       }
       work();
       this.#db.exec("COMMIT");
@@ -875,6 +897,8 @@ interface UnwrittenAcknowledgements {
   readonly sinks: Set<string>;
   /** Delete the chunks wholly at or below this. */
   deleteThrough: number | undefined;
+  /** Add this to the totals' bytes (negative: freed). */
+  bytes: number;
 }
 
 /** A stored chunk: a {@linkcode SpoolChunk} with its place in the id sequence. */
@@ -1189,6 +1213,9 @@ function typed<T extends Uint32Array | Float64Array>(
  * pending record over, with its id, inside the transaction of the open.
  */
 function upgradeFromRecordRows(db: DatabaseSync): void {
+  const last = Number(
+    db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'records'").get()?.seq ?? 0,
+  );
   const read = db.prepare(
     "SELECT id, text, received_at, topic FROM records WHERE id > ? ORDER BY id LIMIT 1000",
   );
@@ -1225,6 +1252,7 @@ function upgradeFromRecordRows(db: DatabaseSync): void {
       start = i;
     }
   }
+  db.prepare("UPDATE progress SET value = ? WHERE kind = 'total' AND name = 'last_id'").run(last);
   db.exec("DROP TABLE records");
   if (moved > 0) {
     logger.info("Upgraded the spool: moved {count} pending records to chunks", { count: moved });
@@ -1318,6 +1346,9 @@ interface Statements {
   readonly sumDeadLetterBytes: StatementSync;
   readonly deleteDeadLetters: StatementSync;
   readonly setCursor: StatementSync;
+  readonly addBytes: StatementSync;
+  readonly setTotal: StatementSync;
+  readonly total: StatementSync;
 }
 
 function prepareStatements(db: DatabaseSync): Statements {
@@ -1339,19 +1370,13 @@ function prepareStatements(db: DatabaseSync): Statements {
       "SELECT COALESCE(SUM(bytes), 0) AS bytes FROM dead_letters WHERE id <= ?",
     ),
     deleteDeadLetters: db.prepare("DELETE FROM dead_letters WHERE id <= ?"),
-    setCursor: db.prepare("UPDATE cursors SET last_id = ? WHERE sink = ?"),
+    setCursor: db.prepare("UPDATE progress SET value = ? WHERE kind = 'cursor' AND name = ?"),
+    addBytes: db.prepare(
+      "UPDATE progress SET value = value + ? WHERE kind = 'total' AND name = 'bytes'",
+    ),
+    setTotal: db.prepare("UPDATE progress SET value = ? WHERE kind = 'total' AND name = ?"),
+    total: db.prepare("SELECT value FROM progress WHERE kind = 'total' AND name = ?"),
   };
-}
-
-/**
- * The id of the last record ever appended. Ids are never reused, so it is
- * not stored: a record is either still in a chunk, or every sink has
- * delivered it, and then each cursor is at or past it; and no cursor is past
- * the last record.
- */
-function lastIdOf(db: DatabaseSync, cursors: ReadonlyMap<string, number>): number {
-  const inChunks = Number(db.prepare("SELECT MAX(last_id) AS id FROM chunks").get()?.id ?? 0);
-  return Math.max(inChunks, ...cursors.values());
 }
 
 /**
@@ -1364,20 +1389,26 @@ function syncCursors(
   sinks: readonly string[],
 ): { cursors: Map<string, number>; previousFloor: number } {
   const stored = new Map<string, number>();
-  for (const row of db.prepare("SELECT sink, last_id FROM cursors").all()) {
-    stored.set(String(row.sink), Number(row.last_id));
+  for (const row of db.prepare("SELECT name, value FROM progress WHERE kind = 'cursor'").all()) {
+    stored.set(String(row.name), Number(row.value));
   }
+  const lastId = Number(
+    db.prepare("SELECT value FROM progress WHERE kind = 'total' AND name = 'last_id'").get()
+      ?.value ?? 0,
+  );
   // A new sink starts at the oldest record still pending for anyone.
-  const start = stored.size > 0 ? Math.min(...stored.values()) : lastIdOf(db, stored);
+  const start = stored.size > 0 ? Math.min(...stored.values()) : lastId;
   const dropped = [...stored.keys()].filter((name) => !sinks.includes(name));
   const added = sinks.filter((name) => !stored.has(name));
   if (dropped.length === 0 && added.length === 0) return { cursors: stored, previousFloor: start };
 
   db.exec("BEGIN IMMEDIATE");
   try {
-    const remove = db.prepare("DELETE FROM cursors WHERE sink = ?");
+    const remove = db.prepare("DELETE FROM progress WHERE kind = 'cursor' AND name = ?");
     for (const name of dropped) remove.run(name);
-    const insert = db.prepare("INSERT INTO cursors (sink, last_id) VALUES (?, ?)");
+    const insert = db.prepare(
+      "INSERT INTO progress (kind, name, value) VALUES ('cursor', ?, ?)",
+    );
     for (const name of added) insert.run(name, start);
     db.exec("COMMIT");
   } catch (error) {

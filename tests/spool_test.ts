@@ -131,18 +131,21 @@ Deno.test("ids are never reused after every record was delivered and removed", a
   });
 });
 
-Deno.test("a spool of schema 2, with its table of totals, opens with its ids and bytes, and the table goes", async () => {
+Deno.test("a spool of schema 2 opens with its cursors, ids and bytes, moved into one table", async () => {
   await withSpool(["a", "b"], (spool, path) => {
     spool.append([entry(['{"n":1}', '{"n":2}', '{"n":3}'], ['{"dl":1}'])]);
     spool.acknowledge("a", 3);
     spool.acknowledge("b", 1);
     const bytes = spool.bytes;
     spool.close();
-    // What schema 2 had on top of today's tables; its values are the ones it would have held.
+    // Back to schema 2: cursors and totals in tables of their own.
     const old = new DatabaseSync(path);
     old.exec(`
+      CREATE TABLE cursors (sink TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;
       CREATE TABLE totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-      INSERT INTO totals VALUES ('bytes', ${bytes}), ('last_id', 3);
+      INSERT INTO cursors SELECT name, value FROM progress WHERE kind = 'cursor';
+      INSERT INTO totals SELECT name, value FROM progress WHERE kind = 'total';
+      DROP TABLE progress;
       PRAGMA user_version = 2;
     `);
     old.close();
@@ -150,6 +153,7 @@ Deno.test("a spool of schema 2, with its table of totals, opens with its ids and
     const reopened = Spool.open({ path, sinks: ["a", "b"], maxBytes: 1_000_000 });
     try {
       assert.equal(reopened.bytes, bytes);
+      assert.deepEqual(texts(reopened, "a"), []);
       assert.deepEqual(texts(reopened, "b"), ['{"n":2}', '{"n":3}']);
       reopened.append([entry(['{"n":4}'])]);
       assert.deepEqual(reopened.read("a", 10).map((record) => record.id), [4]);
@@ -159,10 +163,13 @@ Deno.test("a spool of schema 2, with its table of totals, opens with its ids and
     const upgraded = new DatabaseSync(path);
     try {
       assert.equal(upgraded.prepare("PRAGMA user_version").get()?.user_version, 3);
-      assert.equal(
-        upgraded.prepare("SELECT name FROM sqlite_master WHERE name = 'totals'").get(),
-        undefined,
-      );
+      const tables = upgraded.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all();
+      assert.deepEqual(tables.map((row) => row.name).sort(), [
+        "chunks",
+        "dead_letters",
+        "progress",
+        "sqlite_sequence",
+      ]);
     } finally {
       upgraded.close();
     }
