@@ -194,6 +194,9 @@ CREATE TABLE IF NOT EXISTS progress (
 INSERT OR IGNORE INTO progress (kind, name, value) VALUES ('total', 'bytes', 0), ('total', 'last_id', 0);
 `;
 
+/** A spool of a schema this version does not know: no hint about folders or permissions helps. */
+class NewerSchemaError extends Error {}
+
 /** Schemas 1 and 2 kept the cursors and the totals in tables of their own. */
 const PROGRESS_FROM_SCHEMA_2 = `
 INSERT INTO progress (kind, name, value) SELECT 'cursor', sink, last_id FROM cursors;
@@ -302,8 +305,8 @@ export class Spool {
       db = new DatabaseSync(path);
       const version = Number(db.prepare("PRAGMA user_version").get()?.user_version ?? 0);
       if (version > SCHEMA_VERSION) {
-        throw new Error(
-          `it was written by a newer gridrelay (schema ${version}, this one knows ${SCHEMA_VERSION}); run that version or move the file away`,
+        throw new NewerSchemaError(
+          `it was written by a newer gridrelay (schema ${version}, this one knows ${SCHEMA_VERSION}). Run that version, or, once it has delivered everything, move the spool files away`,
         );
       }
       // EXCLUSIVE first: in WAL mode it keeps the wal-index in memory and holds the lock until close.
@@ -318,9 +321,15 @@ export class Spool {
       db.exec(`PRAGMA wal_autocheckpoint = ${WAL_CHECKPOINT_PAGES}`);
       db.exec("BEGIN IMMEDIATE");
       db.exec(SCHEMA);
-      if (version >= 1 && version < 3) db.exec(PROGRESS_FROM_SCHEMA_2);
+      if (version === 1 || version === 2) db.exec(PROGRESS_FROM_SCHEMA_2);
       if (version === 1) upgradeFromRecordRows(db);
       db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}; COMMIT;`);
+      if (version !== 0 && version < SCHEMA_VERSION) {
+        logger.info(
+          "Upgraded the spool {path} from schema {from} to {to}; older gridrelay versions can no longer open it",
+          { path, from: version, to: SCHEMA_VERSION },
+        );
+      }
       const { cursors, previousFloor } = syncCursors(db, sinks);
       wal = new WalSync(`${path}-wal`);
       const spool = new Spool(db, options, cursors, wal);
@@ -331,10 +340,12 @@ export class Spool {
       if (db?.isOpen) db.close();
       wal?.close();
       const message = error instanceof Error ? error.message : String(error);
-      const hint = /locked|busy/i.test(message)
-        ? "Another gridrelay worker seems to use the same DATA_DIR; give each worker its own."
-        : "Check that its folder exists and that the worker may read and write it (--allow-read and --allow-write for that folder).";
-      throw new Error(`Cannot open the spool database ${path}: ${message}. ${hint}`, {
+      const hint = error instanceof NewerSchemaError
+        ? ""
+        : /locked|busy/i.test(message)
+        ? " Another gridrelay worker seems to use the same DATA_DIR; give each worker its own."
+        : " Check that its folder exists and that the worker may read and write it (--allow-read and --allow-write for that folder).";
+      throw new Error(`Cannot open the spool database ${path}: ${message}.${hint}`, {
         cause: error,
       });
     }

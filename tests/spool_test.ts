@@ -176,6 +176,34 @@ Deno.test("a spool of schema 2 opens with its cursors, ids and bytes, moved into
   });
 });
 
+Deno.test("a spool of a newer schema is refused with what to do, and left as it is", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "spool_test_" });
+  const path = `${dir}/spool.db`;
+  try {
+    const newer = new DatabaseSync(path);
+    newer.exec("CREATE TABLE future (x); PRAGMA user_version = 99;");
+    newer.close();
+    assert.throws(
+      () => Spool.open({ path, sinks: ["file"], maxBytes: 1e6 }),
+      (error: Error) => {
+        assert.match(error.message, new RegExp(`^Cannot open the spool database ${path}: `));
+        assert.match(error.message, /newer gridrelay \(schema 99, this one knows 3\)/);
+        assert.match(error.message, /Run that version/);
+        assert.doesNotMatch(error.message, /permission|--allow/);
+        return true;
+      },
+    );
+    const untouched = new DatabaseSync(path);
+    try {
+      assert.equal(untouched.prepare("PRAGMA user_version").get()?.user_version, 99);
+    } finally {
+      untouched.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("after every record was delivered, reopening counts no bytes but the dead letters'", async () => {
   await withSpool(["a", "b"], (spool, path) => {
     spool.append([entry(['{"n":1}', '{"n":2}'], ['{"dl":1}'])]);
