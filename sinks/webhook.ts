@@ -7,6 +7,7 @@
 
 import denoJson from "../deno.json" with { type: "json" };
 import { type OutputRecord, recordText } from "../src/record.ts";
+import { namesCertificateProblem } from "../src/tls.ts";
 import { type RecordRefusal, RecordsRefusedError, RetryLaterError, type Sink } from "./sink.ts";
 
 /** Default `WEBHOOK_TIMEOUT_MS`: how long one request may take, answer included. */
@@ -308,9 +309,13 @@ class WebhookSink implements Sink {
         `The webhook ${this.#endpoint} did not answer within WEBHOOK_TIMEOUT_MS=${this.#timeoutMs} ms; retrying`,
       );
     }
-    return new WebhookError(
-      `Cannot reach the webhook ${this.#endpoint}: ${networkReason(error)}; retrying`,
-    );
+    const reason = networkReason(error);
+    if (namesCertificateProblem(reason)) {
+      return new WebhookError(
+        `Cannot reach the webhook ${this.#endpoint}: its TLS certificate was not accepted (${reason}). If a private CA signed it, start the worker with DENO_CERT set to that CA's PEM file (Deno then trusts it as well as the system's CAs), and check that the host in WEBHOOK_URL is one the certificate names; retrying`,
+      );
+    }
+    return new WebhookError(`Cannot reach the webhook ${this.#endpoint}: ${reason}; retrying`);
   }
 }
 

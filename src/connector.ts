@@ -13,6 +13,7 @@ import { maskUrl, type MqttConfig } from "./config.ts";
 import type { WorkerMetrics } from "./metrics.ts";
 import type { Message } from "./record.ts";
 import { backoffDelay } from "./retry.ts";
+import { namesCertificateProblem } from "./tls.ts";
 
 /** The MQTT configuration with its files read and its client id resolved. */
 export interface ConnectorOptions
@@ -584,9 +585,7 @@ function fatalConnectProblem(error: Error): string | undefined {
 }
 
 function isCertificateProblem(error: Error): boolean {
-  const text = `${(error as { code?: unknown }).code ?? ""} ${error.message}`;
-  return /certificate|UnknownIssuer|self[- ]signed|CERT_|unable to verify|NotValidForName|BadSignature|Expired/i
-    .test(text);
+  return namesCertificateProblem(`${(error as { code?: unknown }).code ?? ""} ${error.message}`);
 }
 
 /** One sentence a person can act on, for the usual ways a connection fails. */

@@ -119,3 +119,18 @@ export function explain(error: unknown, path: string, access: "read" | "write" =
   }
   return error instanceof Error ? error.message : String(error);
 }
+
+/**
+ * Whether an error's text (its code, message or innermost cause) says the
+ * peer's TLS certificate was not accepted: rustls, behind Deno's `fetch` and
+ * `Deno.connectTls`, and OpenSSL-style codes word it differently.
+ *
+ * @example
+ * ```ts
+ * namesCertificateProblem("invalid peer certificate: UnknownIssuer"); // true
+ * ```
+ */
+export function namesCertificateProblem(text: string): boolean {
+  return /certificate|UnknownIssuer|self[- ]signed|CERT_|unable to verify|NotValidForName|BadSignature|Expired/i
+    .test(text);
+}

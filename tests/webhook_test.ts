@@ -12,6 +12,7 @@ import { integrationTest } from "./_helpers/require.ts";
 import { startWorker, testWorkerEnv, type WorkerProcess } from "./_helpers/worker.ts";
 import denoJson from "../deno.json" with { type: "json" };
 import { eventually, readLines, tempDir } from "./_helpers/files.ts";
+import { createCertificates } from "./_helpers/certs.ts";
 
 const TOPIC = "a/b827eb2bb2a9/u/data";
 const SUBSCRIBED = /Subscribed to/;
@@ -63,8 +64,13 @@ class Endpoint implements AsyncDisposable {
   readonly #held: Array<() => void> = [];
   #waiters = new Set<() => void>();
 
-  constructor() {
-    this.#server = Deno.serve({ hostname: LOOPBACK, port: 0, onListen() {} }, async (request) => {
+  readonly #scheme: string;
+
+  /** With `tls`, the endpoint speaks HTTPS, as `localhost`, with that certificate. */
+  constructor(tls?: { cert: string; key: string }) {
+    this.#scheme = tls ? "https://localhost" : `http://${LOOPBACK}`;
+    const options = { hostname: LOOPBACK, port: 0, onListen() {}, ...tls };
+    this.#server = Deno.serve(options, async (request) => {
       const body = new Uint8Array(await request.arrayBuffer());
       const received: Received = {
         at: performance.now(),
@@ -83,7 +89,7 @@ class Endpoint implements AsyncDisposable {
   }
 
   get url(): string {
-    return `http://${LOOPBACK}:${this.#server.addr.port}/ingest`;
+    return `${this.#scheme}:${this.#server.addr.port}/ingest`;
   }
 
   /** Requests answered 2xx, in the order they were answered. */
@@ -214,6 +220,39 @@ integrationTest({
     assert.notEqual(key(first), key(second));
     assert.equal((await worker.stop()).code, 0);
     assertNoSecrets(worker);
+  },
+});
+
+integrationTest({
+  name:
+    "an HTTPS webhook signed by a private CA: the log says to set DENO_CERT, and with it the records arrive",
+  async fn() {
+    await using broker = await startBroker();
+    await using certs = await createCertificates();
+    await using endpoint = new Endpoint({
+      cert: await Deno.readTextFile(certs.serverCertFile),
+      key: await Deno.readTextFile(certs.serverKeyFile),
+    });
+    {
+      await using dir = await tempDir();
+      await using worker = startWorker(webhookEnv(broker, dir, endpoint));
+      await worker.waitForStderr(SUBSCRIBED);
+      await publish(broker.url, messages(0, 0));
+      const line = await worker.waitForStderr(/Cannot reach the webhook/);
+      assert.match(line, /https:\/\/localhost:\d+\/ingest: its TLS certificate was not accepted/);
+      assert.match(line, /UnknownIssuer/);
+      assert.match(line, /DENO_CERT/);
+      assert.equal(endpoint.requests.length, 0);
+    }
+    await using dir = await tempDir();
+    await using worker = startWorker(
+      webhookEnv(broker, dir, endpoint, { DENO_CERT: certs.caFile }),
+    );
+    await worker.waitForStderr(SUBSCRIBED);
+    await publish(broker.url, messages(1, 1));
+    await endpoint.until("an accepted request", () => endpoint.accepted().length >= 1);
+    assert.equal(endpoint.requests[0].text, recordOf(1));
+    assert.equal((await worker.stop()).code, 0);
   },
 });
 
