@@ -312,7 +312,7 @@ class WebhookSink implements Sink {
     const reason = networkReason(error);
     if (namesCertificateProblem(reason)) {
       return new WebhookError(
-        `Cannot reach the webhook ${this.#endpoint}: its TLS certificate was not accepted (${reason}). If a private CA signed it, start the worker with DENO_CERT set to that CA's PEM file (Deno then trusts it as well as the system's CAs), and check that the host in WEBHOOK_URL is one the certificate names; retrying`,
+        `Cannot reach the webhook ${this.#endpoint}: its TLS certificate was not accepted (${reason}). If a private CA signed it, start the worker with DENO_CERT set to that CA's PEM file (Deno then trusts it besides the CAs it trusts by default), and check that the host in WEBHOOK_URL is one the certificate names; retrying`,
       );
     }
     return new WebhookError(`Cannot reach the webhook ${this.#endpoint}: ${reason}; retrying`);
