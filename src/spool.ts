@@ -4,9 +4,11 @@
  * every sink has delivered is removed. Records are stored as chunks — one
  * row holds the JSON Lines of one burst of messages — so a burst costs one
  * row, not a row per record, while ids, cursors and byte accounting stay per
- * record. A commit reaches the disk when {@linkcode Spool.sync} resolves: the
- * WAL is `fdatasync`ed off the main thread, so one sync covers every commit
- * made while the last one ran (group commit). A sink's acknowledgement moves
+ * record. A large chunk's lines go to a file of their own beside the database
+ * (src/line_files.ts); its row says where. A commit reaches the disk when
+ * {@linkcode Spool.sync} resolves: the WAL and the files written are
+ * `fdatasync`ed off the main thread, so one sync covers every commit made
+ * while the last one ran (group commit). A sink's acknowledgement moves
  * its cursor at once but is written with the next commit, at most 100 ms
  * later: after a crash, that little is handed out again.
  * @module
@@ -14,6 +16,7 @@
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { getLogger } from "@logtape/logtape";
+import { DamagedLinesError, LineFiles, type LinesPlace } from "./line_files.ts";
 
 const logger = getLogger(["gridrelay", "spool"]);
 
@@ -102,7 +105,10 @@ export interface SpoolChunk {
  * ```
  */
 export interface SpooledRecord {
-  /** Position in the spool; increases with every record appended, never reused. */
+  /**
+   * Position in the spool; increases with every record appended. Ids are reused only after a
+   * crash, for records that had not reached the disk (see the spool's open).
+   */
   readonly id: number;
   /** The record's JSON text. */
   readonly text: string;
@@ -163,8 +169,18 @@ const RECENT_CHUNKS_MAX_BYTES = 4 * 2 ** 20;
  */
 const LOADED_CHUNKS_KEPT = 4;
 
+/**
+ * Chunks with this many bytes of lines or more keep them in a line file, not in their row: a
+ * chunk of 1.35 MB took 2–4 ms of the main thread to insert and commit as 330 pages of 4 KiB
+ * (two writes each, and the same bytes again at the checkpoint), and 0.2–0.4 ms as one write.
+ * Smaller chunks, one message each at a steady rate, stay in the row: one sync, not two.
+ */
+const LINE_FILE_MIN_BYTES = 64 * 1024;
+
+const EMPTY = new Uint8Array(0);
+
 // Bumped when the schema changes; open() upgrades an older database and refuses a newer one.
-const SCHEMA_VERSION = 3;
+const SCHEMA_VERSION = 4;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS chunks (
@@ -175,23 +191,38 @@ CREATE TABLE IF NOT EXISTS chunks (
   received_at BLOB NOT NULL,
   topics TEXT NOT NULL,
   sizes BLOB NOT NULL,
-  bytes INTEGER NOT NULL
+  bytes INTEGER NOT NULL,
+  -- Set when the lines are in a line file (and the lines column is empty): its number, where
+  -- they start, their CRC-32.
+  file INTEGER,
+  file_offset INTEGER,
+  crc INTEGER
 );
+CREATE INDEX IF NOT EXISTS chunks_in_files ON chunks (file, last_id) WHERE file IS NOT NULL;
 CREATE TABLE IF NOT EXISTS dead_letters (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   line TEXT NOT NULL,
   bytes INTEGER NOT NULL
 );
 -- The sinks' cursors (kind 'cursor', name: the sink, value: the last record it delivered) and the
--- spool's totals (kind 'total': 'bytes' and 'last_id') share a table, so a commit that moves both
--- rewrites one page of them, not two.
+-- spool's totals (kind 'total': 'bytes', 'last_id', and 'synced_id', the last record known to be
+-- on disk, line files included) share a table, so a commit that moves both rewrites one page of
+-- them, not two.
 CREATE TABLE IF NOT EXISTS progress (
   kind TEXT NOT NULL,
   name TEXT NOT NULL,
   value INTEGER NOT NULL,
   PRIMARY KEY (kind, name)
 ) WITHOUT ROWID;
-INSERT OR IGNORE INTO progress (kind, name, value) VALUES ('total', 'bytes', 0), ('total', 'last_id', 0);
+INSERT OR IGNORE INTO progress (kind, name, value)
+  VALUES ('total', 'bytes', 0), ('total', 'last_id', 0), ('total', 'synced_id', 0);
+`;
+
+/** Schemas 2 and 3 kept every chunk's lines in its row. */
+const LINE_FILES_FROM_SCHEMA_3 = `
+ALTER TABLE chunks ADD COLUMN file INTEGER;
+ALTER TABLE chunks ADD COLUMN file_offset INTEGER;
+ALTER TABLE chunks ADD COLUMN crc INTEGER;
 `;
 
 /** A spool of a schema this version does not know: no hint about folders or permissions helps. */
@@ -227,6 +258,16 @@ export class Spool {
   readonly #statements: Statements;
   readonly #waiters = new Set<() => void>();
   readonly #wal: WalSync;
+  readonly #lineFiles: LineFiles;
+  /** Per line file, the last record of its last chunk: the file goes once every sink is past it. */
+  readonly #fileEnds: Map<number, number>;
+  /** Line files whose chunks a commit deleted; each goes once that commit is on disk. */
+  #removals: { readonly commit: number; readonly files: readonly number[] }[] = [];
+  /** The highest id a chunk deletion of the open transaction reached. */
+  #deletedThrough?: number;
+  /** The last record known to be on disk, and the value the database has. */
+  #syncedId: number;
+  #storedSyncedId: number;
   readonly #recent: RecentChunks;
   readonly #loaded = new Map<number, Chunk>();
   /** Per sink, the last record of the batch it read and has not acknowledged yet. */
@@ -251,12 +292,8 @@ export class Spool {
   // below it are removed.
   #floor: number;
 
-  private constructor(
-    db: DatabaseSync,
-    options: SpoolOptions,
-    cursors: Map<string, number>,
-    wal: WalSync,
-  ) {
+  private constructor(db: DatabaseSync, options: SpoolOptions, state: OpenedState) {
+    const { cursors, wal, lineFiles, fileEnds } = state;
     this.#db = db;
     this.#recent = new RecentChunks(options.memoryBytes ?? RECENT_CHUNKS_MAX_BYTES, {
       // A slow sink reads an evicted chunk back from the database; unless a batch in a sink's
@@ -266,11 +303,16 @@ export class Spool {
       },
     });
     this.#wal = wal;
+    this.#lineFiles = lineFiles;
+    this.#fileEnds = fileEnds;
     this.#maxBytes = options.maxBytes;
     this.#cursors = cursors;
     this.#statements = prepareStatements(db);
     this.#bytes = Number(this.#statements.total.get("bytes")?.value ?? 0);
     this.#lastId = Number(this.#statements.total.get("last_id")?.value ?? 0);
+    this.#syncedId = this.#storedSyncedId = Number(
+      this.#statements.total.get("synced_id")?.value ?? 0,
+    );
     this.#floor = Math.min(...cursors.values());
   }
 
@@ -301,6 +343,7 @@ export class Spool {
     }
     let db: DatabaseSync | undefined;
     let wal: WalSync | undefined;
+    let lineFiles: LineFiles | undefined;
     try {
       db = new DatabaseSync(path);
       const version = Number(db.prepare("PRAGMA user_version").get()?.user_version ?? 0);
@@ -320,6 +363,7 @@ export class Spool {
       // larger WAL (64 MiB) checkpoints less often and writes each reused page once per round.
       db.exec(`PRAGMA wal_autocheckpoint = ${WAL_CHECKPOINT_PAGES}`);
       db.exec("BEGIN IMMEDIATE");
+      if (version === 2 || version === 3) db.exec(LINE_FILES_FROM_SCHEMA_3);
       db.exec(SCHEMA);
       if (version === 1 || version === 2) db.exec(PROGRESS_FROM_SCHEMA_2);
       if (version === 1) upgradeFromRecordRows(db);
@@ -330,15 +374,29 @@ export class Spool {
           { path, from: version, to: SCHEMA_VERSION },
         );
       }
+      lineFiles = LineFiles.open(`${path}-lines`);
+      dropUnsyncedTail(db, lineFiles);
       const { cursors, previousFloor } = syncCursors(db, sinks);
-      wal = new WalSync(`${path}-wal`);
-      const spool = new Spool(db, options, cursors, wal);
+      wal = new WalSync(`${path}-wal`, lineFiles);
+      const fileEnds = new Map<number, number>();
+      for (const row of db.prepare(FILE_ENDS).all()) {
+        fileEnds.set(Number(row.file), Number(row.last_id));
+      }
+      // Files no chunk points at: their chunks' deletion was committed, then the worker stopped
+      // before it deleted them. The WAL is synced first, so the deletion is surely on disk.
+      const orphans = lineFiles.numbers.filter((number) => !fileEnds.has(number));
+      if (orphans.length > 0) {
+        wal.syncNow();
+        lineFiles.remove(orphans);
+      }
+      const spool = new Spool(db, options, { cursors, wal, lineFiles, fileEnds });
       spool.#prune(previousFloor);
       return spool;
     } catch (error) {
       if (db?.isTransaction) db.exec("ROLLBACK");
       if (db?.isOpen) db.close();
       wal?.close();
+      lineFiles?.close();
       const message = error instanceof Error ? error.message : String(error);
       const hint = error instanceof NewerSchemaError
         ? ""
@@ -426,6 +484,7 @@ export class Spool {
     let added = 0;
     let changed = false;
     const stored: Chunk[] = [];
+    const filed: [file: number, lastId: number][] = [];
     this.#transaction(() => {
       const { insertChunk, insertDeadLetter, setTotal } = this.#statements;
       for (const chunk of chunks) {
@@ -433,16 +492,25 @@ export class Spool {
         if (count > 0) {
           const sizes = recordSizes(chunk);
           const bytes = sizes[count];
+          // Written before the row that points at them; if the transaction fails, they are bytes
+          // no row points at, gone with their file.
+          const place = chunk.lines.byteLength >= LINE_FILE_MIN_BYTES
+            ? this.#lineFiles.append(chunk.lines)
+            : undefined;
           insertChunk.run(
             lastId + 1,
             lastId + count,
-            chunk.lines,
+            place === undefined ? chunk.lines : EMPTY,
             bytesOf(chunk.ends),
             bytesOf(chunk.receivedAt),
             JSON.stringify(chunk.topics),
             bytesOf(sizes),
             bytes,
+            place?.file ?? null,
+            place?.offset ?? null,
+            place?.crc ?? null,
           );
+          if (place !== undefined) filed.push([place.file, lastId + count]);
           stored.push({ ...chunk, firstId: lastId + 1, count, sizes });
           lastId += count;
           added += bytes;
@@ -458,6 +526,7 @@ export class Spool {
       if (added > 0) this.#statements.addBytes.run(added);
       if (lastId !== this.#lastId) setTotal.run(lastId, "last_id");
     });
+    for (const [file, last] of filed) this.#fileEnds.set(file, last);
     for (const chunk of stored) this.#recent.push(chunk);
     this.#lastId = lastId;
     this.#trimMemory();
@@ -551,7 +620,7 @@ export class Spool {
           this.#mayHoldDeadLetters = true;
           added += bytes;
         }
-        if (freed.deletes) this.#statements.deleteChunks.run(floor);
+        if (freed.deletes) this.#deleteChunks(floor);
         if (added !== freed.bytes) this.#statements.addBytes.run(added - freed.bytes);
       });
     } else {
@@ -683,6 +752,10 @@ export class Spool {
     this.#writeUnwritten();
     if (this.#db.isOpen) this.#db.close();
     this.#wal.close();
+    // Closing the database checkpointed it, and so put the deletions on disk: their files can go.
+    this.#lineFiles.remove(this.#removals.flatMap((removal) => removal.files));
+    this.#removals = [];
+    this.#lineFiles.close();
     this.#recent.clear();
     this.#loaded.clear();
     this.#notify();
@@ -692,7 +765,8 @@ export class Spool {
    * Resolves once every transaction committed before the call is on disk,
    * surviving power loss; rejects when the disk reports an error (those
    * commits may then be lost: do not acknowledge them). Concurrent calls
-   * share one `fdatasync` of the WAL, which runs off the main thread.
+   * share one `fdatasync` of the WAL (and of each line file written), which
+   * runs off the main thread.
    *
    * @example
    * ```ts
@@ -701,7 +775,19 @@ export class Spool {
    * ```
    */
   sync(): Promise<void> {
-    return this.#wal.sync();
+    const commits = this.#wal.commits;
+    const lastId = this.#lastId;
+    return this.#wal.sync().then(() => this.#synced(commits, lastId));
+  }
+
+  /** Commits up to `commits`, and so records up to `lastId`, are on disk. */
+  #synced(commits: number, lastId: number): void {
+    if (!this.#db.isOpen) return;
+    this.#syncedId = Math.max(this.#syncedId, lastId);
+    const due = this.#removals.filter((removal) => removal.commit <= commits);
+    if (due.length === 0) return;
+    this.#removals = this.#removals.filter((removal) => removal.commit > commits);
+    this.#lineFiles.remove(due.flatMap((removal) => removal.files));
   }
 
   #cursor(sink: string): number {
@@ -734,7 +820,7 @@ export class Spool {
     if (row === undefined || Number(row.last_id) < id) {
       throw new Error(`The spool has lost record ${id}: no chunk holds it`);
     }
-    const chunk = chunkOf(row);
+    const chunk = chunkOf(row, this.#lineFiles);
     this.#loaded.set(chunk.firstId, chunk);
     if (this.#loaded.size > LOADED_CHUNKS_KEPT) {
       this.#loaded.delete(this.#loaded.keys().next().value!);
@@ -749,8 +835,30 @@ export class Spool {
    */
   #removeThrough(from: number, to: number): number {
     const freed = this.#bytesThrough(from, to);
-    if (freed.deletes) this.#statements.deleteChunks.run(to);
+    if (freed.deletes) this.#deleteChunks(to);
     return freed.bytes;
+  }
+
+  /** Deletes the chunks wholly at or below `through`, in the open transaction. */
+  #deleteChunks(through: number): void {
+    this.#statements.deleteChunks.run(through);
+    this.#deletedThrough = Math.max(this.#deletedThrough ?? 0, through);
+  }
+
+  /**
+   * After a commit that deleted chunks: the line files every sink is now past (not the one
+   * being written) go once that commit is on disk, with the next sync (each message brings
+   * one) or at close.
+   */
+  #queueRemovals(commit: number, deletedThrough: number): void {
+    const files: number[] = [];
+    for (const [file, lastId] of this.#fileEnds) {
+      if (lastId > deletedThrough || file === this.#lineFiles.current) continue;
+      files.push(file);
+      this.#fileEnds.delete(file);
+    }
+    if (files.length === 0) return;
+    this.#removals.push({ commit, files });
   }
 
   /**
@@ -870,20 +978,27 @@ export class Spool {
     this.#db.exec("BEGIN IMMEDIATE");
     try {
       if (unwritten !== undefined) {
-        const { setCursor, deleteChunks, addBytes } = this.#statements;
+        const { setCursor, addBytes } = this.#statements;
         for (const sink of unwritten.sinks) setCursor.run(this.#cursors.get(sink)!, sink);
-        if (unwritten.deleteThrough !== undefined) deleteChunks.run(unwritten.deleteThrough);
+        if (unwritten.deleteThrough !== undefined) this.#deleteChunks(unwritten.deleteThrough);
         if (unwritten.bytes !== 0) addBytes.run(unwritten.bytes);
       }
+      const syncedId = this.#syncedId;
+      if (syncedId > this.#storedSyncedId) this.#statements.setTotal.run(syncedId, "synced_id");
       work();
       this.#db.exec("COMMIT");
-      this.#wal.committed();
+      const commit = this.#wal.committed();
+      this.#storedSyncedId = syncedId;
       if (unwritten !== undefined) {
         this.#unwritten = undefined;
         clearTimeout(this.#unwrittenTimer);
         this.#unwrittenTimer = undefined;
       }
+      const deletedThrough = this.#deletedThrough;
+      this.#deletedThrough = undefined;
+      if (deletedThrough !== undefined) this.#queueRemovals(commit, deletedThrough);
     } catch (error) {
+      this.#deletedThrough = undefined;
       if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
       throw error;
     }
@@ -1197,18 +1312,110 @@ function bytesOf(array: Uint32Array | Float64Array): Uint8Array {
   return new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
 }
 
-function chunkOf(row: Record<string, unknown>): Chunk {
+function chunkOf(row: Record<string, unknown>, lineFiles: LineFiles): Chunk {
   const firstId = Number(row.first_id);
   const count = Number(row.last_id) - firstId + 1;
+  const ends = typed(row.ends as Uint8Array, Uint32Array);
   return {
     firstId,
     count,
-    lines: row.lines as Uint8Array,
-    ends: typed(row.ends as Uint8Array, Uint32Array),
+    lines: row.file === null ? row.lines as Uint8Array : linesInFile(row, ends, lineFiles),
+    ends,
     receivedAt: typed(row.received_at as Uint8Array, Float64Array),
     topics: JSON.parse(String(row.topics)),
     sizes: typed(row.sizes as Uint8Array, Float64Array),
   };
+}
+
+/** The lines of a chunk whose row points into a line file, read back and checked. */
+function linesInFile(
+  row: Record<string, unknown>,
+  ends: Uint32Array,
+  lineFiles: LineFiles,
+): Uint8Array {
+  try {
+    return lineFiles.read(placeOf(row), ends[ends.length - 1]);
+  } catch (error) {
+    if (!(error instanceof DamagedLinesError)) throw error;
+    throw new Error(
+      `The spool cannot read back records ${row.first_id}–${row.last_id}: ${error.message}. They were on disk once (synced before their messages were acknowledged), so the disk has lost or changed them; check it (dmesg, SMART). These records are lost unless the broker still has them.`,
+      { cause: error },
+    );
+  }
+}
+
+function placeOf(row: Record<string, unknown>): LinesPlace {
+  return { file: Number(row.file), offset: Number(row.file_offset), crc: Number(row.crc) };
+}
+
+/**
+ * After a crash, the newest chunks in line files may not all be on disk: the WAL can reach the
+ * disk before a line file does, so a row may point at lines the disk does not have. Only records
+ * after `synced_id` can be such, and none of them was acknowledged (that waits for the sync that
+ * covers both files), so from the first such chunk on, the records are dropped: the broker sends
+ * their messages again. Runs at open, before the cursors are read.
+ */
+function dropUnsyncedTail(db: DatabaseSync, lineFiles: LineFiles): void {
+  const total = (name: string) =>
+    Number(
+      db.prepare("SELECT value FROM progress WHERE kind = 'total' AND name = ?").get(name)?.value ??
+        0,
+    );
+  const syncedId = total("synced_id");
+  const rows = db.prepare(
+    "SELECT first_id, last_id, ends, file, file_offset, crc FROM chunks WHERE file IS NOT NULL AND last_id > ? ORDER BY first_id",
+  ).all(syncedId);
+  let damaged: { firstId: number; reason: string } | undefined;
+  for (const row of rows) {
+    const ends = typed(row.ends as Uint8Array, Uint32Array);
+    try {
+      lineFiles.read(placeOf(row), ends[ends.length - 1]);
+    } catch (error) {
+      if (!(error instanceof DamagedLinesError)) throw error;
+      damaged = { firstId: Number(row.first_id), reason: error.message };
+      break;
+    }
+  }
+  const lastId = total("last_id");
+  if (damaged === undefined) return;
+  const keep = damaged.firstId - 1;
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    // The records every sink had delivered were counted off already; the rest are now.
+    const floor = Number(
+      db.prepare("SELECT MIN(value) AS floor FROM progress WHERE kind = 'cursor'").get()?.floor ??
+        keep,
+    );
+    let bytes = 0;
+    for (
+      const row of db.prepare(
+        "SELECT first_id, last_id, sizes, bytes FROM chunks WHERE first_id > ?",
+      )
+        .all(keep)
+    ) {
+      const firstId = Number(row.first_id);
+      if (Number(row.last_id) <= floor) continue;
+      const sizes = typed(row.sizes as Uint8Array, Float64Array);
+      bytes += firstId > floor
+        ? Number(row.bytes)
+        : sizes[sizes.length - 1] - sizes[floor - firstId + 1];
+    }
+    db.prepare("DELETE FROM chunks WHERE first_id > ?").run(keep);
+    db.prepare("UPDATE progress SET value = value - ? WHERE kind = 'total' AND name = 'bytes'")
+      .run(bytes);
+    db.prepare(
+      "UPDATE progress SET value = ?1 WHERE kind = 'total' AND name IN ('last_id', 'synced_id')",
+    ).run(keep);
+    db.prepare("UPDATE progress SET value = MIN(value, ?) WHERE kind = 'cursor'").run(keep);
+    db.exec("COMMIT");
+  } catch (error) {
+    if (db.isTransaction) db.exec("ROLLBACK");
+    throw error;
+  }
+  logger.warn(
+    "The spool's newest records {first}–{last} were not all on disk when the worker stopped ({reason}); they were never acknowledged, so the broker sends their messages again",
+    { first: damaged.firstId, last: lastId, reason: damaged.reason },
+  );
 }
 
 // A BLOB comes back as a Uint8Array that may not be aligned for the wider type: copy it.
@@ -1282,6 +1489,7 @@ class WalSync {
   readonly #path: string;
   readonly #file: Deno.FsFile;
   readonly #inode: number | null;
+  readonly #lineFiles: LineFiles;
   /** Commits written so far, and how many of them are known to be on disk. */
   #commits = 0;
   #durable = 0;
@@ -1290,14 +1498,26 @@ class WalSync {
   #closed = false;
   #syncs = 0;
 
-  constructor(path: string) {
+  constructor(path: string, lineFiles: LineFiles) {
     this.#path = path;
     this.#file = Deno.openSync(path, { read: true });
     this.#inode = this.#file.statSync().ino;
+    this.#lineFiles = lineFiles;
   }
 
-  committed(): void {
-    this.#commits++;
+  /** Counts a commit; returns its number. */
+  committed(): number {
+    return ++this.#commits;
+  }
+
+  /** Commits counted so far. */
+  get commits(): number {
+    return this.#commits;
+  }
+
+  /** Syncs the WAL now, on this thread (at open, before deleting what it says is delivered). */
+  syncNow(): void {
+    this.#file.syncDataSync();
   }
 
   sync(): Promise<void> {
@@ -1343,8 +1563,21 @@ class WalSync {
     }
     // Closing the database checkpoints the WAL into it and syncs it: nothing is left to do.
     if (this.#closed) return;
-    await this.#file.syncData();
+    // Both before a commit counts as durable: a row in the WAL points at its chunk's lines.
+    await Promise.all([this.#file.syncData(), this.#lineFiles.sync()]);
   }
+}
+
+/** Per line file, the last record of its last chunk (from the index chunks_in_files). */
+const FILE_ENDS =
+  "SELECT file, MAX(last_id) AS last_id FROM chunks WHERE file IS NOT NULL GROUP BY file";
+
+/** What Spool.open hands the spool besides the database. */
+interface OpenedState {
+  readonly cursors: Map<string, number>;
+  readonly wal: WalSync;
+  readonly lineFiles: LineFiles;
+  readonly fileEnds: Map<number, number>;
 }
 
 interface Statements {
@@ -1365,10 +1598,10 @@ interface Statements {
 function prepareStatements(db: DatabaseSync): Statements {
   return {
     insertChunk: db.prepare(
-      "INSERT INTO chunks (first_id, last_id, lines, ends, received_at, topics, sizes, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+      "INSERT INTO chunks (first_id, last_id, lines, ends, received_at, topics, sizes, bytes, file, file_offset, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     ),
     chunkWith: db.prepare(
-      "SELECT first_id, last_id, lines, ends, received_at, topics, sizes FROM chunks WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1",
+      "SELECT first_id, last_id, lines, ends, received_at, topics, sizes, file, file_offset, crc FROM chunks WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1",
     ),
     // The chunks holding records in (?1, ?2]: those wholly at or below ?1 are already gone.
     chunkSpans: db.prepare(

@@ -138,9 +138,14 @@ Deno.test("a spool of schema 2 opens with its cursors, ids and bytes, moved into
     spool.acknowledge("b", 1);
     const bytes = spool.bytes;
     spool.close();
-    // Back to schema 2: cursors and totals in tables of their own.
+    // Back to schema 2: every chunk's lines in its row, cursors and totals in tables of their own.
     const old = new DatabaseSync(path);
     old.exec(`
+      DROP INDEX chunks_in_files;
+      ALTER TABLE chunks DROP COLUMN file;
+      ALTER TABLE chunks DROP COLUMN file_offset;
+      ALTER TABLE chunks DROP COLUMN crc;
+      DELETE FROM progress WHERE kind = 'total' AND name = 'synced_id';
       CREATE TABLE cursors (sink TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;
       CREATE TABLE totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
       INSERT INTO cursors SELECT name, value FROM progress WHERE kind = 'cursor';
@@ -162,7 +167,9 @@ Deno.test("a spool of schema 2 opens with its cursors, ids and bytes, moved into
     }
     const upgraded = new DatabaseSync(path);
     try {
-      assert.equal(upgraded.prepare("PRAGMA user_version").get()?.user_version, 3);
+      assert.equal(upgraded.prepare("PRAGMA user_version").get()?.user_version, 4);
+      const columns = upgraded.prepare("SELECT name FROM pragma_table_info('chunks')").all();
+      assert.deepEqual(columns.map((row) => row.name).slice(-3), ["file", "file_offset", "crc"]);
       const tables = upgraded.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all();
       assert.deepEqual(tables.map((row) => row.name).sort(), [
         "chunks",
@@ -187,7 +194,7 @@ Deno.test("a spool of a newer schema is refused with what to do, and left as it 
       () => Spool.open({ path, sinks: ["file"], maxBytes: 1e6 }),
       (error: Error) => {
         assert.match(error.message, new RegExp(`^Cannot open the spool database ${path}: `));
-        assert.match(error.message, /newer gridrelay \(schema 99, this one knows 3\)/);
+        assert.match(error.message, /newer gridrelay \(schema 99, this one knows 4\)/);
         assert.match(error.message, /Run that version/);
         assert.doesNotMatch(error.message, /permission|--allow/);
         return true;

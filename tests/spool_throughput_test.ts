@@ -368,3 +368,128 @@ Deno.test("a spool written by the first version (a row per record) is upgraded w
     assert.equal(spool.read("file", 10)[2].id, 4, "ids go on from the old sequence");
   });
 });
+
+/** A chunk of `count` records from `from`, about 72 KB each 100: over the line-file threshold. */
+function largeChunk(from: number, count = 100): SpoolChunk {
+  return chunk(numbered(from, count, 700), Array(count).fill(TOPIC));
+}
+
+function lineFiles(path: string): string[] {
+  return [...Deno.readDirSync(`${path}-lines`)].map((entry) => entry.name).sort();
+}
+
+Deno.test("a large chunk's lines go to a line file beside the database and are read back from it", async () => {
+  await withSpool((open, path) => {
+    const spool = open();
+    const stored = largeChunk(1);
+    spool.appendChunks([stored, chunk(['{"small":1}'], [TOPIC])]);
+    spool.close();
+    assert.deepEqual(lineFiles(path), ["00000001.jsonl"]);
+    assert.deepEqual(
+      Deno.readFileSync(`${path}-lines/00000001.jsonl`),
+      stored.lines,
+      "the file holds the chunk's JSON Lines as they are",
+    );
+    const db = new DatabaseSync(path, { readOnly: true });
+    try {
+      const rows = db.prepare("SELECT length(lines) AS bytes, file FROM chunks ORDER BY first_id")
+        .all();
+      assert.deepEqual(rows.map((row) => [row.bytes, row.file]), [[0, 1], [12, null]]);
+    } finally {
+      db.close();
+    }
+    const reopened = open();
+    const records = readAll(reopened);
+    assert.deepEqual(records.map((record) => record.text), [
+      ...numbered(1, 100, 700),
+      '{"small":1}',
+    ]);
+    assert.deepEqual(
+      records.map((record) => record.id),
+      Array.from({ length: 101 }, (_, i) => i + 1),
+    );
+  });
+});
+
+Deno.test("a line file is deleted once every sink has its chunks and the deletion is on disk", async () => {
+  await withSpool(async (open, path) => {
+    const first = open();
+    first.appendChunks([largeChunk(1)]);
+    first.close();
+    const spool = open();
+    spool.appendChunks([largeChunk(101)]);
+    assert.deepEqual(lineFiles(path), ["00000001.jsonl", "00000002.jsonl"]);
+    spool.acknowledge("file", 150);
+    spool.acknowledge("stdout", 50);
+    spool.appendChunks([chunk(['{"small":1}'], [TOPIC])]);
+    await spool.sync();
+    assert.deepEqual(
+      lineFiles(path),
+      ["00000001.jsonl", "00000002.jsonl"],
+      "stdout still needs it",
+    );
+    spool.acknowledge("stdout", 100);
+    spool.appendChunks([chunk(['{"small":2}'], [TOPIC])]);
+    assert.deepEqual(lineFiles(path), ["00000001.jsonl", "00000002.jsonl"], "not before the sync");
+    await spool.sync();
+    assert.deepEqual(lineFiles(path), ["00000002.jsonl"], "the file being written stays");
+    assert.deepEqual(spool.read("stdout", 1).map((record) => record.id), [101]);
+  }, ["file", "stdout"]);
+});
+
+Deno.test("after a crash, chunks whose line file missed the disk are dropped from the end, as never acknowledged", async () => {
+  await withSpool(async (open, path) => {
+    const spool = open();
+    spool.appendChunks([largeChunk(1)]);
+    await spool.sync(); // records 1–100 acknowledged to the broker
+    spool.appendChunks([largeChunk(101)]);
+    spool.appendChunks([chunk(['{"small":1}'], [TOPIC])]); // no sync: never acknowledged
+    spool.acknowledge("file", 150);
+    const keptBytes = Deno.statSync(`${path}-lines/00000001.jsonl`).size - 72_000;
+    spool.close();
+    // The WAL reached the disk, the second chunk's lines did not (all of them past 20 bytes).
+    Deno.truncateSync(`${path}-lines/00000001.jsonl`, keptBytes + 20);
+
+    const reopened = open();
+    assert.equal(reopened.pending("file"), 0, "the cursor is moved back to the last record kept");
+    reopened.appendChunks([chunk(['{"again":101}'], [TOPIC])]);
+    assert.deepEqual(reopened.read("file", 10).map((record) => [record.id, record.text]), [
+      [101, '{"again":101}'],
+    ]);
+    reopened.acknowledge("file", 101);
+    assert.equal(reopened.bytes, 0, "the dropped records' bytes are counted off");
+  });
+});
+
+Deno.test("records on disk once, and then lost by the disk, are reported with what happened", async () => {
+  await withSpool(async (open, path) => {
+    const spool = open();
+    spool.appendChunks([largeChunk(1)]);
+    await spool.sync();
+    spool.appendChunks([chunk(['{"small":1}'], [TOPIC])]); // records the sync in the database
+    spool.close();
+    const file = `${path}-lines/00000001.jsonl`;
+    const bytes = Deno.readFileSync(file);
+    bytes[10] ^= 1;
+    Deno.writeFileSync(file, bytes);
+
+    const reopened = open();
+    assert.equal(reopened.pending("file"), 101, "records the spool had synced are not dropped");
+    assert.throws(
+      () => reopened.read("file", 10),
+      /cannot read back records 1–100: the \d+ bytes from 0 in .*00000001\.jsonl are not those written \(CRC-32 differs\)\. They were on disk once .* check it \(dmesg, SMART\)/,
+    );
+  });
+});
+
+Deno.test("a line file no chunk points at is deleted at open", async () => {
+  await withSpool((open, path) => {
+    const spool = open();
+    spool.appendChunks([largeChunk(1)]);
+    spool.acknowledge("file", 100);
+    spool.close(); // the deletion is committed; say the worker stopped before the file went
+    Deno.writeFileSync(`${path}-lines/00000007.jsonl`, new Uint8Array(10));
+    open();
+    assert.deepEqual(lineFiles(path), []);
+  });
+});
