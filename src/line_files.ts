@@ -184,15 +184,21 @@ export class LineFiles {
     return syncing;
   }
 
+  /** No more chunks go to file `number`: the next append starts a new file. */
+  retire(number: number): void {
+    if (this.#current?.number === number) this.#current = undefined;
+  }
+
   /**
    * Deletes the files `numbers` (their chunks are all delivered), after any
-   * sync that is running. A file that cannot be deleted is logged, not thrown.
+   * sync that is running; the file being appended to is first retired. A
+   * file that cannot be deleted is logged, not thrown.
    */
   remove(numbers: readonly number[]): void {
     if (numbers.length === 0) return;
+    for (const number of numbers) this.retire(number);
     const doRemove = () => {
       for (const number of numbers) {
-        if (number === this.#current?.number) continue;
         this.#handles.get(number)?.close();
         this.#handles.delete(number);
         this.#dirty.delete(number);

@@ -484,7 +484,6 @@ export class Spool {
     let added = 0;
     let changed = false;
     const stored: Chunk[] = [];
-    const filed: [file: number, lastId: number][] = [];
     this.#transaction(() => {
       const { insertChunk, insertDeadLetter, setTotal } = this.#statements;
       for (const chunk of chunks) {
@@ -510,7 +509,9 @@ export class Spool {
             place?.offset ?? null,
             place?.crc ?? null,
           );
-          if (place !== undefined) filed.push([place.file, lastId + count]);
+          // Now, not after the commit: a deletion in this transaction must see the file in use.
+          // (If the transaction fails, the end is too late, which only keeps the file longer.)
+          if (place !== undefined) this.#fileEnds.set(place.file, lastId + count);
           stored.push({ ...chunk, firstId: lastId + 1, count, sizes });
           lastId += count;
           added += bytes;
@@ -526,7 +527,6 @@ export class Spool {
       if (added > 0) this.#statements.addBytes.run(added);
       if (lastId !== this.#lastId) setTotal.run(lastId, "last_id");
     });
-    for (const [file, last] of filed) this.#fileEnds.set(file, last);
     for (const chunk of stored) this.#recent.push(chunk);
     this.#lastId = lastId;
     this.#trimMemory();
@@ -846,16 +846,17 @@ export class Spool {
   }
 
   /**
-   * After a commit that deleted chunks: the line files every sink is now past (not the one
-   * being written) go once that commit is on disk, with the next sync (each message brings
-   * one) or at close.
+   * After a commit that deleted chunks: the line files every sink is now past go once that
+   * commit is on disk, with the next sync (each message brings one) or at close. The file
+   * being written is retired at once, so no new chunk goes to a file about to be deleted.
    */
   #queueRemovals(commit: number, deletedThrough: number): void {
     const files: number[] = [];
     for (const [file, lastId] of this.#fileEnds) {
-      if (lastId > deletedThrough || file === this.#lineFiles.current) continue;
+      if (lastId > deletedThrough) continue;
       files.push(file);
       this.#fileEnds.delete(file);
+      this.#lineFiles.retire(file);
     }
     if (files.length === 0) return;
     this.#removals.push({ commit, files });

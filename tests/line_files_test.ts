@@ -64,7 +64,7 @@ Deno.test("lines the disk did not keep are reported as damaged, whether cut shor
   }
 });
 
-Deno.test("removed files are deleted, but not the file being appended to", async () => {
+Deno.test("removed files are deleted, and appends after that go to a new file", async () => {
   await using dir = await tempDir();
   const folder = `${dir}/spool.db-lines`;
   const before = LineFiles.open(folder);
@@ -74,8 +74,9 @@ Deno.test("removed files are deleted, but not the file being appended to", async
   try {
     files.append(encoder.encode('{"n":2}\n'));
     files.remove([1, 2]);
-    assert.deepEqual(files.numbers, [2]);
-    assert.deepEqual([...Deno.readDirSync(folder)].map((entry) => entry.name), ["00000002.jsonl"]);
+    assert.deepEqual(files.numbers, []);
+    assert.deepEqual([...Deno.readDirSync(folder)], []);
+    assert.equal(files.append(encoder.encode('{"n":3}\n')).file, 3);
   } finally {
     files.close();
   }

@@ -434,6 +434,23 @@ Deno.test("a line file is deleted once every sink has its chunks and the deletio
     await spool.sync();
     assert.deepEqual(lineFiles(path), ["00000002.jsonl"], "the file being written stays");
     assert.deepEqual(spool.read("stdout", 1).map((record) => record.id), [101]);
+
+    spool.appendChunks([largeChunk(203)]);
+    spool.acknowledge("stdout", 202);
+    spool.acknowledge("file", 202);
+    spool.appendChunks([chunk(['{"small":3}'], [TOPIC])]);
+    await spool.sync();
+    assert.deepEqual(lineFiles(path), ["00000002.jsonl"], "a file with a chunk pending stays");
+    assert.equal(spool.read("file", 200).length, 101);
+
+    spool.acknowledge("stdout", 303);
+    spool.acknowledge("file", 303);
+    spool.appendChunks([chunk(['{"small":4}'], [TOPIC])]);
+    await spool.sync();
+    assert.deepEqual(lineFiles(path), [], "once delivered, the file being written goes too");
+    spool.appendChunks([largeChunk(305)]);
+    assert.deepEqual(lineFiles(path), ["00000003.jsonl"], "and the next chunk starts a new one");
+    assert.equal(spool.read("file", 200).length, 101);
   }, ["file", "stdout"]);
 });
 
