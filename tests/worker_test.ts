@@ -348,6 +348,56 @@ integrationTest({
 });
 
 integrationTest({
+  name:
+    "SIGKILL while draining a backlog kept in line files: after a restart every message is delivered",
+  async fn() {
+    await using broker = await startBroker({ extraConfig: "max_queued_messages 0" });
+    await using dir = await tempDir();
+    const filePath = `${dir}/readings.jsonl`;
+    const env = {
+      ...testWorkerEnv(broker, dir),
+      SINKS: "file",
+      FILE_PATH: filePath,
+      LOG_LEVEL: "info",
+    };
+    // About 1 KB a record: a burst of the backlog makes a chunk large enough for a line file.
+    const note = "x".repeat(1000);
+    const total = 3000;
+    const messages = Array.from({ length: total }, (_, i) => ({
+      topic: TOPIC,
+      payload: `{"t":${1625576100 + i},"r":[{"_vid":"dse-1","P":${i},"note":"${note}"}]}`,
+    }));
+    {
+      // Subscribed once, so that the broker keeps the backlog for the worker's session.
+      await using worker = startWorker(env);
+      await worker.waitForStderr(SUBSCRIBED);
+      worker.kill("SIGTERM");
+      await expectExit(worker, 0);
+    }
+    await publish(broker.url, messages);
+    {
+      await using worker = startWorker(env);
+      await eventually(
+        "the first records",
+        async () => (await readLines(filePath)).length > 100 || undefined,
+      );
+      worker.kill("SIGKILL");
+      await worker.status;
+    }
+    assert.ok(
+      [...Deno.readDirSync(`${dir}/spool.db-lines`)].length > 0,
+      "the backlog's bursts were kept in line files",
+    );
+    await using restarted = startWorker(env);
+    const lines = await allDelivered(filePath, total);
+    const numbers = new Set(lines.map((line) => JSON.parse(line).data["dse-1"].P));
+    for (let i = 0; i < total; i++) assert.ok(numbers.has(i), `record ${i} is missing`);
+    assert.ok(lines.every((line) => line.includes(note)), "every record arrives whole");
+    await restarted.stop();
+  },
+});
+
+integrationTest({
   name: "a broker restart: the worker reconnects and goes on",
   async fn() {
     await using broker = await startBroker({ persistence: true });
