@@ -40,6 +40,15 @@ export interface LinesPlace {
 /**
  * Lines read back that are not what was written: the file ends before them,
  * is missing, or their CRC-32 differs (the disk did not keep them).
+ *
+ * @example
+ * ```ts
+ * try {
+ *   files.read(place, length);
+ * } catch (error) {
+ *   if (error instanceof DamagedLinesError) console.error(`lost: ${error.message}`);
+ * }
+ * ```
  */
 export class DamagedLinesError extends Error {}
 
