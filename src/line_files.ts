@@ -75,7 +75,7 @@ export class LineFiles {
   /** Files written since the last sync began, and whether the folder gained a file. */
   readonly #dirty = new Set<number>();
   #folderDirty = false;
-  /** The sync running, if any: a file is deleted only once no sync holds its handle. */
+  /** The syncs running, if any, settled: a file is deleted only once no sync holds its handle. */
   #syncing?: Promise<unknown>;
   #closed = false;
 
@@ -172,6 +172,24 @@ export class LineFiles {
    * when nothing was written.
    */
   sync(): Promise<void> {
+    // One at a time: a sync must not resolve while an earlier one still holds files it took.
+    const run = (this.#syncing ?? Promise.resolve()).then(() => this.#syncDirty());
+    const settled: Promise<void> = run.then(() => {}, () => {}).then(() => {
+      if (this.#syncing === settled) this.#syncing = undefined;
+    });
+    this.#syncing = settled;
+    return run;
+  }
+
+  /** Syncs what was written, and the folder, on this thread (when the spool closes). */
+  syncNow(): void {
+    for (const number of this.#dirty) this.#handles.get(number)?.syncDataSync();
+    if (this.#folderDirty) syncFolder(this.#folder);
+    this.#dirty.clear();
+    this.#folderDirty = false;
+  }
+
+  #syncDirty(): Promise<void> {
     if (this.#closed || (this.#dirty.size === 0 && !this.#folderDirty)) return Promise.resolve();
     const files = [...this.#dirty].map((number) => this.#handles.get(number)!);
     const folder = this.#folderDirty;
@@ -181,15 +199,11 @@ export class LineFiles {
       ...files.map((file) => file.syncData()),
       ...(folder ? [syncFolderAsync(this.#folder)] : []),
     ]).then(() => {}, (error) => {
-      // Not on disk, as far as anyone knows: the next sync tries them again.
+      // Not on disk, as far as anyone knows (the spool stops acknowledging: see WalSync.fail).
       for (const [number, file] of this.#handles) if (files.includes(file)) this.#dirty.add(number);
       this.#folderDirty ||= folder;
       throw error;
     });
-    const settled = syncing.catch(() => {}).then(() => {
-      if (this.#syncing === settled) this.#syncing = undefined;
-    });
-    this.#syncing = settled;
     return syncing;
   }
 

@@ -398,7 +398,9 @@ export class Spool {
       wal?.close();
       lineFiles?.close();
       const message = error instanceof Error ? error.message : String(error);
-      const hint = error instanceof NewerSchemaError
+      // A newer schema or lines the disk lost: no hint about folders or permissions helps.
+      const hint = error instanceof NewerSchemaError ||
+          (error instanceof Error && error.cause instanceof DamagedLinesError)
         ? ""
         : /locked|busy/i.test(message)
         ? " Another gridrelay worker seems to use the same DATA_DIR; give each worker its own."
@@ -750,7 +752,20 @@ export class Spool {
    */
   close(): void {
     this.#writeUnwritten();
-    if (this.#db.isOpen) this.#db.close();
+    if (this.#db.isOpen) {
+      // Closing the database syncs what is in it; the line files are synced here, so that a
+      // sync() still waiting resolves only when that is true.
+      try {
+        this.#lineFiles.syncNow();
+      } catch (error) {
+        this.#wal.fail(error);
+        logger.error(
+          "Could not sync the spool's line files to disk while closing: {error}; what was not acknowledged stays so, and the broker sends it again",
+          { error },
+        );
+      }
+      this.#db.close();
+    }
     this.#wal.close();
     // Closing the database checkpointed it, and so put the deletions on disk: their files can go.
     this.#lineFiles.remove(this.#removals.flatMap((removal) => removal.files));
@@ -1364,7 +1379,8 @@ function dropUnsyncedTail(db: DatabaseSync, lineFiles: LineFiles): void {
     );
   const syncedId = total("synced_id");
   const rows = db.prepare(
-    "SELECT first_id, last_id, ends, file, file_offset, crc FROM chunks WHERE file IS NOT NULL AND last_id > ? ORDER BY first_id",
+    // In file order, which is id order, so that the index chunks_in_files serves it.
+    "SELECT first_id, last_id, ends, file, file_offset, crc FROM chunks WHERE file IS NOT NULL AND last_id > ? ORDER BY file, last_id",
   ).all(syncedId);
   let damaged: { firstId: number; reason: string } | undefined;
   for (const row of rows) {
@@ -1498,6 +1514,8 @@ class WalSync {
   #next?: Promise<void>;
   #closed = false;
   #syncs = 0;
+  /** Set by the first sync that failed: every later one fails with it (see WalSync.fail). */
+  #failure?: Error;
 
   constructor(path: string, lineFiles: LineFiles) {
     this.#path = path;
@@ -1522,6 +1540,7 @@ class WalSync {
   }
 
   sync(): Promise<void> {
+    if (this.#failure !== undefined) return Promise.reject(this.#failure);
     const target = this.#commits;
     if (this.#durable >= target || this.#closed) return Promise.resolve();
     // A sync that is running may have started before the last commit: queue one after it.
@@ -1538,12 +1557,29 @@ class WalSync {
     this.#file.close();
   }
 
+  /**
+   * Makes this and every later sync fail. After a failed `fdatasync`, Linux may drop the
+   * dirty pages it could not write and report the next sync of the file as good, so trying
+   * again would prove nothing: nothing is acknowledged any more, and a restart re-checks at
+   * open what was not synced.
+   */
+  fail(error: unknown): void {
+    this.#failure ??= new Error(
+      `syncing the spool to disk failed (${error}). The disk may have dropped those writes and would report a second try as good, so the spool acknowledges nothing more: restart the worker once the disk is healthy (at start-up the spool re-checks what it had not synced)`,
+      { cause: error },
+    );
+  }
+
   #start(): Promise<void> {
     this.#next = undefined;
+    if (this.#failure !== undefined) return Promise.reject(this.#failure);
     const upTo = this.#commits;
     if (this.#durable >= upTo || this.#closed) return Promise.resolve();
     const running = this.#syncData().then(() => {
       this.#durable = Math.max(this.#durable, upTo);
+    }, (error) => {
+      this.fail(error);
+      throw this.#failure;
     });
     this.#running = running;
     running.then(
@@ -1562,10 +1598,13 @@ class WalSync {
         throw new Error(`The spool's WAL file ${this.#path} was replaced while the spool was open`);
       }
     }
-    // Closing the database checkpoints the WAL into it and syncs it: nothing is left to do.
+    // Closing the database checkpoints the WAL into it and syncs it, and Spool.close syncs the
+    // line files first: nothing is left to do.
     if (this.#closed) return;
-    // Both before a commit counts as durable: a row in the WAL points at its chunk's lines.
-    await Promise.all([this.#file.syncData(), this.#lineFiles.sync()]);
+    // Both before a commit counts as durable: a row in the WAL points at its chunk's lines. And
+    // both to the end, failed or not, so that no later sync overlaps this one.
+    const results = await Promise.allSettled([this.#file.syncData(), this.#lineFiles.sync()]);
+    for (const result of results) if (result.status === "rejected") throw result.reason;
   }
 }
 

@@ -510,3 +510,80 @@ Deno.test("a line file no chunk points at is deleted at open", async () => {
     assert.deepEqual(lineFiles(path), []);
   });
 });
+
+/**
+ * Makes the WAL's `fdatasync` fail once and delays the line files' (a disk error cannot be had
+ * on demand here); `restore` puts Deno's back.
+ */
+function injectSyncFaults(walPath: string) {
+  const syncData = Deno.FsFile.prototype.syncData;
+  const syncDataSync = Deno.FsFile.prototype.syncDataSync;
+  const walInode = Deno.statSync(walPath).ino;
+  const faults = { failWalOnce: false, failLineFilesNow: false, lineSyncsSettled: 0 };
+  Deno.FsFile.prototype.syncData = function (this: Deno.FsFile) {
+    if (this.statSync().ino === walInode) {
+      if (!faults.failWalOnce) return syncData.call(this);
+      faults.failWalOnce = false;
+      return Promise.reject(new Error("EIO (injected)"));
+    }
+    return new Promise<void>((resolve) => setTimeout(resolve, 50)).then(() => syncData.call(this))
+      .finally(() => faults.lineSyncsSettled++);
+  };
+  Deno.FsFile.prototype.syncDataSync = function (this: Deno.FsFile) {
+    if (faults.failLineFilesNow && this.statSync().ino !== walInode) {
+      throw new Error("EIO (injected)");
+    }
+    return syncDataSync.call(this);
+  };
+  const restore = () => {
+    Deno.FsFile.prototype.syncData = syncData;
+    Deno.FsFile.prototype.syncDataSync = syncDataSync;
+  };
+  return { faults, restore };
+}
+
+Deno.test("after a failed sync, no later sync succeeds until a restart, and none ends before the line files' do", async () => {
+  await withSpool(async (open, path) => {
+    const spool = open();
+    const { faults, restore } = injectSyncFaults(`${path}-wal`);
+    try {
+      spool.appendChunks([largeChunk(1)]);
+      faults.failWalOnce = true;
+      await assert.rejects(
+        spool.sync(),
+        /syncing the spool to disk failed \(Error: EIO \(injected\)\).* acknowledges nothing more: restart the worker/,
+      );
+      assert.equal(faults.lineSyncsSettled, 1, "the line file's sync had ended by then");
+      spool.appendChunks([largeChunk(101)]);
+      await assert.rejects(
+        spool.sync(),
+        /acknowledges nothing more/,
+        "a second try proves nothing",
+      );
+    } finally {
+      restore();
+    }
+    spool.close();
+    const reopened = open();
+    reopened.appendChunks([largeChunk(201)]);
+    await reopened.sync();
+    assert.equal(reopened.pending("file"), 300);
+  });
+});
+
+Deno.test("a sync still waiting when the spool closes fails if the line files cannot be synced then", async () => {
+  await withSpool(async (open, path) => {
+    const spool = open();
+    const { faults, restore } = injectSyncFaults(`${path}-wal`);
+    try {
+      spool.appendChunks([largeChunk(1)]);
+      const waiting = spool.sync();
+      faults.failLineFilesNow = true;
+      spool.close();
+      await assert.rejects(waiting, /syncing the spool to disk failed/);
+      await assert.rejects(spool.sync(), /acknowledges nothing more/);
+    } finally {
+      restore();
+    }
+  });
+});
