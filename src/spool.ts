@@ -1565,7 +1565,7 @@ class WalSync {
    */
   fail(error: unknown): void {
     this.#failure ??= new Error(
-      `syncing the spool to disk failed (${error}). The disk may have dropped those writes and would report a second try as good, so the spool acknowledges nothing more: restart the worker once the disk is healthy (at start-up the spool re-checks what it had not synced)`,
+      `the disk reported an error (${error}): it may have dropped those writes and would report a second try as good, so the spool acknowledges nothing more. Restart the worker once the disk is healthy (at start-up the spool re-checks what it had not synced)`,
       { cause: error },
     );
   }
