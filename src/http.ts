@@ -1,7 +1,8 @@
 /**
  * The operator's window: `/healthz` (the process is alive), `/readyz`
- * (connected and subscribed) and `/metrics` (Prometheus text format), served
- * with `Deno.serve` when `HTTP_PORT` is set.
+ * (connected and subscribed, and able to make messages durable) and
+ * `/metrics` (Prometheus text format), served with `Deno.serve` when
+ * `HTTP_PORT` is set.
  * @module
  */
 
@@ -15,6 +16,11 @@ export interface HttpOptions {
   readonly metrics: Metrics;
   /** Whether the worker is connected and subscribed. */
   readonly ready: () => boolean;
+  /**
+   * Why the worker cannot do its job although it is connected, if it cannot
+   * (e.g. the spool's disk failed a sync): `/readyz` then answers 503 with it.
+   */
+  readonly unready?: () => string | undefined;
   /** Called just before each `/metrics` render, to refresh gauges. */
   readonly beforeScrape?: () => void;
 }
@@ -49,10 +55,15 @@ export function serveHttp(options: HttpOptions): Deno.HttpServer<Deno.NetAddr> {
     switch (pathname) {
       case "/healthz":
         return new Response("ok\n");
-      case "/readyz":
-        return options.ready()
+      case "/readyz": {
+        if (!options.ready()) {
+          return new Response("not connected and subscribed to the broker\n", { status: 503 });
+        }
+        const reason = options.unready?.();
+        return reason === undefined
           ? new Response("ready\n")
-          : new Response("not connected and subscribed to the broker\n", { status: 503 });
+          : new Response(`${reason}\n`, { status: 503 });
+      }
       case "/metrics":
         return scrape(options, log);
       default:

@@ -426,6 +426,14 @@ export class Spool {
     return this.#maxBytes;
   }
 
+  /**
+   * Set once syncing the spool to disk has failed: from then on every
+   * {@linkcode Spool.sync} fails with it, until a restart.
+   */
+  get syncFailure(): Error | undefined {
+    return this.#wal.failure;
+  }
+
   /** The names of the sinks with a cursor. */
   get sinks(): readonly string[] {
     return [...this.#cursors.keys()];
@@ -1532,6 +1540,11 @@ class WalSync {
   /** Commits counted so far. */
   get commits(): number {
     return this.#commits;
+  }
+
+  /** The first sync's failure, if one failed (see WalSync.fail). */
+  get failure(): Error | undefined {
+    return this.#failure;
   }
 
   /** Syncs the WAL now, on this thread (at open, before deleting what it says is delivered). */

@@ -179,7 +179,12 @@ Deno.test("non-finite values are spelled +Inf, -Inf and NaN", () => {
 });
 
 async function withServer(
-  options: { ready: () => boolean; beforeScrape?: () => void; metrics?: Metrics },
+  options: {
+    ready: () => boolean;
+    unready?: () => string | undefined;
+    beforeScrape?: () => void;
+    metrics?: Metrics;
+  },
   fn: (base: string) => Promise<void>,
 ): Promise<void> {
   const server = serveHttp({
@@ -187,6 +192,7 @@ async function withServer(
     hostname: "127.0.0.1",
     metrics: options.metrics ?? createWorkerMetrics().registry,
     ready: options.ready,
+    unready: options.unready,
     beforeScrape: options.beforeScrape,
   });
   try {
@@ -216,6 +222,18 @@ Deno.test("/readyz answers 200 only while connected and subscribed, 503 otherwis
     });
     ready = true;
     assert.deepEqual(await get(`${base}/readyz`), { status: 200, body: "ready\n" });
+  });
+});
+
+Deno.test("/readyz answers 503 with the reason when the worker, though connected, cannot do its job", async () => {
+  let reason: string | undefined;
+  await withServer({ ready: () => true, unready: () => reason }, async (base) => {
+    assert.deepEqual(await get(`${base}/readyz`), { status: 200, body: "ready\n" });
+    reason = "acknowledging nothing: the disk reported an error";
+    assert.deepEqual(await get(`${base}/readyz`), {
+      status: 503,
+      body: "acknowledging nothing: the disk reported an error\n",
+    });
   });
 });
 

@@ -560,11 +560,13 @@ Deno.test("after a failed sync, no later sync succeeds until a restart, and none
         /acknowledges nothing more/,
         "a second try proves nothing",
       );
+      assert.match(spool.syncFailure?.message ?? "", /the disk reported an error/);
     } finally {
       restore();
     }
     spool.close();
     const reopened = open();
+    assert.equal(reopened.syncFailure, undefined, "a restart starts afresh");
     reopened.appendChunks([largeChunk(201)]);
     await reopened.sync();
     assert.equal(reopened.pending("file"), 300);
