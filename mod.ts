@@ -189,10 +189,7 @@ export async function runWorker(config: Config, options: WorkerOptions): Promise
         port: config.httpPort,
         metrics: metrics.registry,
         ready: () => connector.ready,
-        unready: () =>
-          spool.syncFailure === undefined
-            ? undefined
-            : `acknowledging nothing: ${spool.syncFailure.message}`,
+        unready: () => spool.syncFailure?.message,
         beforeScrape: () => {
           metrics.residentMemory.set(Deno.memoryUsage().rss);
           metrics.spoolBytes.set(spool.bytes);

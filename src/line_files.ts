@@ -191,20 +191,22 @@ export class LineFiles {
 
   #syncDirty(): Promise<void> {
     if (this.#closed || (this.#dirty.size === 0 && !this.#folderDirty)) return Promise.resolve();
-    const files = [...this.#dirty].map((number) => this.#handles.get(number)!);
+    const numbers = [...this.#dirty];
     const folder = this.#folderDirty;
     this.#dirty.clear();
     this.#folderDirty = false;
-    const syncing = Promise.all([
-      ...files.map((file) => file.syncData()),
+    // Every one to its end, failed or not, so that the next sync never overlaps this one.
+    return Promise.allSettled([
+      ...numbers.map((number) => this.#handles.get(number)!.syncData()),
       ...(folder ? [syncFolderAsync(this.#folder)] : []),
-    ]).then(() => {}, (error) => {
+    ]).then((results) => {
+      const failed = results.find((result) => result.status === "rejected");
+      if (failed === undefined) return;
       // Not on disk, as far as anyone knows (the spool stops acknowledging: see WalSync.fail).
-      for (const [number, file] of this.#handles) if (files.includes(file)) this.#dirty.add(number);
+      for (const number of numbers) if (this.#handles.has(number)) this.#dirty.add(number);
       this.#folderDirty ||= folder;
-      throw error;
+      throw failed.reason;
     });
-    return syncing;
   }
 
   /** No more chunks go to file `number`: the next append starts a new file. */
